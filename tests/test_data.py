@@ -1,0 +1,137 @@
+"""Loaders for the three layouts, and one clear error per kind of bad input."""
+
+import gzip
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data import EMOTIONS, DataError, FaceDataset, load_csv, load_dataset, stratified_split, to_face48
+
+
+def _pixels(seed: int) -> str:
+    return " ".join(map(str, np.random.default_rng(seed).integers(0, 256, 2304)))
+
+
+def _kaggle_text(rows: list[tuple[int, str, str]]) -> str:
+    return "emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
+
+
+@pytest.fixture
+def kaggle_rows():
+    return [(i % 7, _pixels(i), "Training" if i < 10 else "PublicTest") for i in range(14)]
+
+
+def test_kaggle_csv_plain_and_gz_give_the_same_faces(tmp_path, kaggle_rows):
+    plain = tmp_path / "fer2013.csv"
+    plain.write_text(_kaggle_text(kaggle_rows))
+    packed = tmp_path / "fer2013.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = load_dataset(plain), load_dataset(packed)
+    assert a.images.shape == (14, 48, 48) and a.images.dtype == np.uint8
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.labels.tolist() == [i % 7 for i in range(14)]
+    assert a.split_names() == ["PublicTest", "Training"]
+    first = np.array(kaggle_rows[0][1].split(), dtype=np.uint8).reshape(48, 48)
+    np.testing.assert_array_equal(a.images[0], first)
+    assert a.fingerprint() == b.fingerprint()
+
+
+def test_homework_layout_train_labelled_test_unlabelled(tmp_path):
+    (tmp_path / "train.csv").write_text("label,feature\n" + "".join(f"{i % 7},{_pixels(i)}\n" for i in range(8)))
+    (tmp_path / "test.csv").write_text("id,feature\n" + "".join(f"{100 + i},{_pixels(50 + i)}\n" for i in range(3)))
+    data = load_dataset(tmp_path)
+    assert len(data) == 11
+    assert data.labelled.sum() == 8
+    test = data.split("test")
+    assert test.ids.tolist() == ["100", "101", "102"] and not test.labelled.any()
+
+
+def test_image_folder_any_size_and_colour(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for emotion in ("happy", "Sad"):
+            folder = tmp_path / split / emotion
+            folder.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)).save(folder / "a.png")
+            Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(folder / "b.jpg")
+    data = load_dataset(tmp_path)
+    assert data.images.shape == (8, 48, 48)
+    assert set(data.labels.tolist()) == {EMOTIONS.index("Happy"), EMOTIONS.index("Sad")}
+    assert data.split_names() == ["PublicTest", "Training"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("emotion,pixel,Usage\n0,1 2,Training\n", "missing column 'pixels'"),
+        ("emotion,pixels\n0,{short}\n", "line 2, field 'pixels': 2303 grey levels"),
+        ("emotion,pixels\n0,{good}\n3,{nan}\n", "line 3, field 'pixels': value 5 is 'x'"),
+        ("emotion,pixels\n9,{good}\n", "line 2, field 'emotion': '9' is not an emotion label"),
+        ("emotion,pixels\n0,{big}\n", "value 1 is 256, outside 0..255"),
+        ("", "the file is empty"),
+        ("emotion,pixels,Usage\n", "header only"),
+    ],
+)
+def test_bad_csv_names_file_row_and_field(tmp_path, text, message):
+    good = _pixels(1)
+    values = good.split()
+    text = text.format(
+        short=" ".join(values[:-1]),
+        good=good,
+        nan=" ".join(values[:4] + ["x"] + values[5:]),
+        big=" ".join(["256"] + values[1:]),
+    )
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        load_csv(path)
+    assert message in str(err.value) and "bad.csv" in str(err.value)
+
+
+def test_unknown_emotion_folder_is_named(tmp_path):
+    folder = tmp_path / "train" / "bored"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(folder / "x.png")
+    with pytest.raises(DataError, match="unknown emotion folder 'bored'"):
+        load_dataset(tmp_path)
+
+
+def test_truncated_image_is_named(tmp_path):
+    folder = tmp_path / "train" / "angry"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(folder / "x.png")
+    (folder / "x.png").write_bytes((folder / "x.png").read_bytes()[:40])
+    with pytest.raises(DataError, match="x.png: not a readable image"):
+        load_dataset(tmp_path)
+
+
+def test_missing_path():
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset("/nonexistent/fer.csv")
+
+
+def test_upload_in_memory_is_read_like_a_file(kaggle_rows):
+    data = load_csv("upload.csv", text=_kaggle_text(kaggle_rows).encode())
+    assert len(data) == 14 and data.source == "upload.csv"
+
+
+def test_stratified_split_keeps_class_shares_and_is_seeded():
+    labels = np.repeat(np.arange(7), [100, 10, 100, 200, 100, 80, 120])
+    train, val = stratified_split(labels, 0.1, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    np.testing.assert_allclose(np.bincount(labels[val], minlength=7) / len(val), np.bincount(labels) / len(labels), atol=0.02)
+    assert np.array_equal(val, stratified_split(labels, 0.1, seed=3)[1])
+    assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4)[1])
+
+
+def test_face48_crops_to_square_before_resizing():
+    wide = np.zeros((100, 300), np.uint8)
+    wide[:, 100:200] = 255  # a white centre square in a black wide image
+    face = to_face48(Image.fromarray(wide))
+    assert face.min() > 200  # only the centre square survives, not squashed black borders
+
+
+def test_dataset_rejects_wrong_shapes():
+    with pytest.raises(ValueError):
+        FaceDataset(np.zeros((2, 48, 47), np.uint8), np.zeros(2, int), np.array(["a", "b"]), np.array(["1", "2"]), "x")
