@@ -1,0 +1,63 @@
+"""Predictions, test-time augmentation, ensemble rules and the metrics we report."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from core.data import EMOTIONS
+
+ENSEMBLE_RULES = ("average", "vote", "weighted")
+
+
+def predict_probs(model: keras.Model, images: np.ndarray, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+    """(N, 7) class probabilities for (N, 48, 48) uint8 faces.
+
+    ``tta``: also predict the mirrored face and average, since a face's
+    expression does not change under a horizontal flip.
+    """
+    x = images[..., None].astype(np.float32)  # (N, 48, 48, 1)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return probs.astype(np.float32)
+
+
+def combine(member_probs: list[np.ndarray], rule: str, weights: list[float] | None = None) -> np.ndarray:
+    """(N, 7) ensemble scores from each member's (N, 7) probabilities.
+
+    average: mean probability. vote: share of members whose top class it is
+    (ties broken by the mean probability, so the result is still a ranking).
+    weighted: probabilities weighted by each member's validation accuracy.
+    """
+    stack = np.stack(member_probs)  # (M, N, 7)
+    mean = stack.mean(axis=0)
+    if rule == "average":
+        return mean
+    if rule == "vote":
+        votes = np.eye(stack.shape[-1])[stack.argmax(-1)].mean(axis=0)  # (N, 7)
+        return votes + 1e-6 * mean
+    if rule == "weighted":
+        if weights is None:
+            raise ValueError("the weighted rule needs one weight per member")
+        w = np.asarray(weights, dtype=np.float64)
+        return np.tensordot(w / w.sum(), stack, axes=1)
+    raise ValueError(f"unknown ensemble rule '{rule}' (choose from {', '.join(ENSEMBLE_RULES)})")
+
+
+def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true)."""
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(len(EMOTIONS)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        "n": int(len(y_true)),
+        "per_class": {
+            EMOTIONS[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i in labels
+        },
+        "macro_f1": float(f1.mean()),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }

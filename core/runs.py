@@ -1,0 +1,324 @@
+"""The run store: one folder per training, named by what decides its result.
+
+``<root>/<run-id>/`` holds ``config.json``, ``history.csv``, ``model.keras``,
+``predictions.npz`` and, written last, ``metrics.json``. A run counts as
+finished only once ``metrics.json`` exists, so a killed training is never
+listed as done; asking for it again resumes it. The run id hashes the config
+with the data's fingerprint: the same request returns the stored run at once.
+An ensemble is a run whose config lists its member runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from core.data import FaceDataset, canonical_split
+from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
+from core.models import count_params
+from core.training import (
+    FitResult,
+    Progress,
+    ProgressFn,
+    TrainConfig,
+    fit,
+    hardware,
+    read_history,
+    save_atomic,
+    write_text_atomic,
+)
+
+ENV_ROOT = "FERLAB_RUNS"
+REPORT_SPLIT = "PublicTest"  # the held-out split whose accuracy every run reports
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_ROOT, "runs"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run on disk (read lazily)."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    @cached_property
+    def metrics(self) -> dict:
+        return json.loads((self.path / "metrics.json").read_text())
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.config.get("kind") == "ensemble"
+
+    @property
+    def label(self) -> str:
+        """Short human name: 'ferlab (a1b2c3)', 'ensemble x5 of ferlab (…)'."""
+        return self.config.get("label", self.id)
+
+    def history(self) -> pd.DataFrame:
+        return read_history(self.path)
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "predictions.npz", allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def member_paths(self) -> list[Path]:
+        return [self.path.parent / m for m in self.config.get("members", [])]
+
+    def model(self) -> keras.Model:
+        """The Keras model (an ensemble: one model averaging its members' probabilities)."""
+        if not self.is_ensemble:
+            return keras.models.load_model(self.path / "model.keras", safe_mode=True)
+        members = [Run(p).model() for p in self.member_paths()]
+        # Re-wrapped under unique names: members of one preset share a model name.
+        members = [keras.Model(m.input, m.output, name=f"member{i}") for i, m in enumerate(members)]
+        face = keras.Input((48, 48, 1), name="face")
+        probs = keras.layers.Average(name="probs")([m(face) for m in members])
+        return keras.Model(face, probs, name=self.id)
+
+
+def shipped_roots() -> list[Path]:
+    """The trained runs that come with the repo (``models/<name>/``), read-only."""
+    models = Path(__file__).resolve().parent.parent / "models"
+    return sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+
+
+class RunStore:
+    """Trains into ``root``; lists and finds runs in ``root`` and the read-only ``shipped`` folders."""
+
+    def __init__(self, root: Path | str | None = None, shipped: list[Path] | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.shipped = list(shipped) if shipped is not None else shipped_roots()
+
+    # ------------------------------------------------------------- look-up
+
+    @staticmethod
+    def run_id(config: dict, fingerprint: str) -> str:
+        """'<arch>-<hash>': readable in a listing, unique per (config, data)."""
+        digest = hashlib.sha256((json.dumps(config, sort_keys=True) + fingerprint).encode()).hexdigest()[:10]
+        prefix = "ensemble" if config.get("kind") == "ensemble" else config["model"]["arch"]
+        return f"{prefix}-{digest}"
+
+    def _finished(self, run_id: str) -> Run | None:
+        for root in (self.root, *self.shipped):
+            if (root / run_id / "metrics.json").exists():
+                return Run(root / run_id)
+        return None
+
+    def get(self, run_id: str) -> Run | None:
+        """The finished run of that id (a unique prefix will do), or None."""
+        found = self._finished(run_id)
+        if found is not None:
+            return found
+        matches = [r for r in self.list() if r.id.startswith(run_id)]
+        return matches[0] if len(matches) == 1 else None
+
+    def list(self) -> list[Run]:
+        """Finished runs: shipped ones first, then the store's own, oldest first."""
+        runs = []
+        for root in (*self.shipped, self.root):
+            if root.exists():
+                done = [p for p in root.iterdir() if (p / "metrics.json").exists()]
+                runs += [Run(p) for p in sorted(done, key=lambda p: (p / "metrics.json").stat().st_mtime)]
+        return runs
+
+    def in_progress(self) -> list[tuple[str, dict]]:
+        """(run id, last progress tick) of unfinished runs that have started."""
+        if not self.root.exists():
+            return []
+        out = []
+        for p in sorted(self.root.iterdir()):
+            tick = p / "progress.json"
+            if tick.exists() and not (p / "metrics.json").exists():
+                try:
+                    out.append((p.name, json.loads(tick.read_text())))
+                except (OSError, json.JSONDecodeError):
+                    continue
+        return out
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run of the store's own (shipped runs are read-only)."""
+        path = self.root / run_id
+        if not path.is_dir():
+            raise KeyError(f"no run '{run_id}' in {self.root} (shipped runs cannot be deleted)")
+        shutil.rmtree(path)
+
+    # ------------------------------------------------------------ training
+
+    def train(
+        self,
+        config: TrainConfig,
+        data: FaceDataset,
+        progress: ProgressFn | None = None,
+        strategy=None,
+    ) -> Run:
+        """The finished run for (config, data): the stored one, or trained (resumed) now."""
+        cfg = config.to_dict()
+        run_id = self.run_id(cfg, data.fingerprint())
+        if (done := self._finished(run_id)) is not None:
+            return done
+        path = self.root / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        label = f"{config.model.arch}" + (f" bag{config.bootstrap}" if config.bootstrap is not None else "")
+        write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
+        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy)
+        save_atomic(result.model, path / "model.keras")
+        self._finish(path, data, config, result)
+        return Run(path)
+
+    def _finish(self, path: Path, data: FaceDataset, config: TrainConfig, result: FitResult) -> None:
+        preds: dict[str, np.ndarray] = {}
+        report: dict = {}
+        splits = {"val": result.val}
+        test = _report_split(data)
+        if test is not None:
+            splits["test"] = test
+        for key, faces in splits.items():
+            probs = predict_probs(result.model, faces.images)
+            preds.update({f"{key}_y": faces.labels, f"{key}_probs": probs, f"{key}_ids": faces.ids.astype(str)})
+            report[key] = metrics(faces.labels, probs)
+            if key == "test":
+                report["test_tta"] = metrics(faces.labels, predict_probs(result.model, faces.images, tta=True))
+        _save_npz(path / "predictions.npz", preds)
+        history = result.history
+        report.update(
+            params=count_params(result.model),
+            train_seconds=result.train_seconds,
+            epochs_run=int(len(history)),
+            best_epoch=int(history["val_accuracy"].idxmax()) + 1,
+            hardware=hardware(),
+            data={"source": data.source, "fingerprint": data.fingerprint(), "test_split": REPORT_SPLIT if test is not None else None},
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        for name in ("last.keras", "best.keras", "progress.json"):
+            (path / name).unlink(missing_ok=True)
+        write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
+
+    def ensemble(
+        self,
+        config: TrainConfig,
+        members: int,
+        data: FaceDataset,
+        progress: ProgressFn | None = None,
+    ) -> Run:
+        """Bagging: ``members`` runs of ``config``, each on its own bootstrap resample,
+        combined by the three rules (their metrics all stored, averaging the default)."""
+        if members < 2:
+            raise ValueError("an ensemble needs at least 2 members")
+        runs = [self.train(_bootstrap(config, i), data, progress) for i in range(members)]
+        cfg = {
+            "kind": "ensemble",
+            "members": [r.id for r in runs],
+            "base": config.to_dict(),
+            "label": f"ensemble x{members} {config.model.arch}",
+        }
+        run_id = self.run_id(cfg, data.fingerprint())
+        if (done := self._finished(run_id)) is not None:
+            return done
+        path = self.root / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
+        member_preds = [r.predictions() for r in runs]
+        weights = [r.metrics["val"]["accuracy"] for r in runs]
+        preds: dict[str, np.ndarray] = {}
+        report: dict = {"rules": {}, "members": cfg["members"], "weights": weights}
+        for key in ("val", "test"):
+            if f"{key}_probs" not in member_preds[0]:
+                continue
+            y = member_preds[0][f"{key}_y"]
+            preds.update({f"{key}_y": y, f"{key}_ids": member_preds[0][f"{key}_ids"]})
+            for rule in ENSEMBLE_RULES:
+                scores = combine([p[f"{key}_probs"] for p in member_preds], rule, weights)
+                preds[f"{key}_probs_{rule}"] = scores
+                report["rules"].setdefault(rule, {})[key] = metrics(y, scores)
+            preds[f"{key}_probs"] = preds[f"{key}_probs_average"]
+            report[key] = report["rules"]["average"][key]
+        _save_npz(path / "predictions.npz", preds)
+        _write_ensemble_history(path, runs)
+        report.update(
+            params={k: sum(r.metrics["params"][k] for r in runs) for k in ("trainable", "non_trainable")},
+            train_seconds=sum(r.metrics["train_seconds"] for r in runs),
+            hardware=runs[0].metrics["hardware"],
+            data=runs[0].metrics["data"],
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
+        return Run(path)
+
+
+def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: bool = False) -> dict:
+    """Metrics of a stored run on any labelled split of ``data``; an ensemble reports every rule."""
+    faces = data.split(split)
+    faces = faces.subset(faces.labelled)
+    if not run.is_ensemble:
+        return {"single": metrics(faces.labels, predict_probs(run.model(), faces.images, tta=tta))}
+    member_runs = [Run(p) for p in run.member_paths()]
+    probs = [predict_probs(r.model(), faces.images, tta=tta) for r in member_runs]
+    weights = [r.metrics["val"]["accuracy"] for r in member_runs]
+    return {rule: metrics(faces.labels, combine(probs, rule, weights)) for rule in ENSEMBLE_RULES}
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _bootstrap(config: TrainConfig, member: int) -> TrainConfig:
+    return replace(config, bootstrap=member)
+
+
+def _report_split(data: FaceDataset) -> FaceDataset | None:
+    if canonical_split(REPORT_SPLIT) not in set(data.splits.tolist()):
+        return None
+    test = data.split(REPORT_SPLIT)
+    test = test.subset(test.labelled)
+    return test if len(test) else None
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _write_ensemble_history(path: Path, runs: list[Run]) -> None:
+    """The members' mean curve, so the ensemble plots beside single runs."""
+    histories = [r.history() for r in runs]
+    n = min(len(h) for h in histories)
+    mean = sum(h.iloc[:n].reset_index(drop=True) for h in histories) / len(histories)
+    mean["epoch"] = range(1, n + 1)
+    write_text_atomic(path / "history.csv", mean.to_csv(index=False))
+
+
+class _Ticker:
+    """Passes ticks on, and writes ``progress.json`` (at most once a second) so
+    another process -- the dashboard -- can follow a background training."""
+
+    def __init__(self, path: Path, downstream: ProgressFn | None):
+        self.path, self.downstream, self.last = path, downstream, 0.0
+
+    def __call__(self, tick: Progress) -> None:
+        if self.downstream is not None:
+            self.downstream(tick)
+        now = time.monotonic()
+        if now - self.last >= 1.0 or tick.batch == tick.batches:
+            self.last = now
+            state = {"epoch": tick.epoch, "epochs": tick.epochs, "batch": tick.batch, "batches": tick.batches,
+                     "logs": {k: float(v) for k, v in tick.logs.items()}, "time": time.time()}
+            write_text_atomic(self.path / "progress.json", json.dumps(state))

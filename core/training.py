@@ -1,0 +1,296 @@
+"""Training: tf.data pipeline, optimiser and schedule, per-epoch checkpoints, resume.
+
+``fit`` trains one model in a work folder and can be killed at any moment
+(Ctrl-C, SIGKILL): every finished epoch leaves ``last.keras`` (weights *and*
+optimiser state), ``best.keras`` and ``history.csv``, each written to a temp
+file and renamed, so calling ``fit`` again resumes from the last finished
+epoch instead of starting over or reading a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from core.data import FaceDataset, stratified_split
+from core.models import N_CLASSES, ModelSpec, build_model, inference_model
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training's result (and so its run id)."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov momentum 0.9)
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4  # adamw and sgd only
+    schedule: str = "constant"  # constant | cosine (decays to 0 at the last epoch)
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
+    val_fraction: float = 0.1
+    seed: int = 0
+    bootstrap: int | None = None  # bagging member: seed of its bootstrap resample
+    mixed_precision: bool = False  # mixed_bfloat16 compute, float32 weights
+    train_split: str = "Training"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{**d, "model": ModelSpec.from_dict(d["model"])})
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One tick for a progress bar: the CLI and the dashboard read the same thing."""
+
+    epoch: int  # 0-based epoch in progress
+    epochs: int
+    batch: int  # batches done in this epoch
+    batches: int
+    logs: dict
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+# ----------------------------------------------------------------------- data
+
+
+def training_split(data: FaceDataset, config: TrainConfig) -> tuple[FaceDataset, FaceDataset]:
+    """(train, validation) from the training split: stratified, seeded; a bagging
+    member then resamples its train part with replacement (same validation set
+    for every member, so the ensemble rules can be compared on it)."""
+    pool = data.split(config.train_split)
+    pool = pool.subset(pool.labelled)
+    train_idx, val_idx = stratified_split(pool.labels, config.val_fraction, config.seed)
+    if config.bootstrap is not None:
+        rng = np.random.default_rng(config.bootstrap)
+        train_idx = rng.choice(train_idx, size=len(train_idx), replace=True)
+    return pool.subset(train_idx), pool.subset(val_idx)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+    """uint8 faces in memory -> batches of ((B, 48, 48, 1) float32, (B, 7) one-hot).
+
+    Augmentation is not here: it is a layer inside the model (so the saved model
+    carries it and it runs vectorised on whole batches).
+    """
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, N_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------ optimiser
+
+
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    if config.schedule == "constant":
+        return config.learning_rate
+    if config.schedule == "cosine":
+        warmup = config.warmup_epochs * steps_per_epoch
+        total = max(config.epochs * steps_per_epoch - warmup, 1)
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(
+                config.learning_rate / 10, total, warmup_target=config.learning_rate, warmup_steps=warmup
+            )
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+    raise ValueError(f"unknown schedule '{config.schedule}' (constant or cosine)")
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = _learning_rate(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer '{config.optimizer}' (adam, adamw or sgd)")
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    lr = optimizer.learning_rate
+    return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+def build_compiled(config: TrainConfig, train: FaceDataset) -> keras.Model:
+    policy = "mixed_bfloat16" if config.mixed_precision else "float32"
+    mean, std = float(train.images.mean()), float(train.images.std()) or 1.0
+    model = build_model(config.model, mean=mean, std=std, policy=policy)
+    steps = int(np.ceil(len(train) / config.batch_size))
+    model.compile(
+        optimizer=_optimizer(config, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_atomic(model: keras.Model, path: Path) -> None:
+    """model.save to a temp file, then rename: a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_history(workdir: Path) -> pd.DataFrame:
+    path = Path(workdir) / "history.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: history row, last/best checkpoints, early-stopping check.
+
+    Early stopping is decided from the saved history, so it survives a resume.
+    """
+
+    def __init__(self, workdir: Path, history: pd.DataFrame, patience: int):
+        super().__init__()
+        self.workdir, self.history, self.patience = workdir, history, patience
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            **{k: float(logs.get(k, np.nan)) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+            "learning_rate": current_learning_rate(self.model.optimizer),
+            "seconds": time.perf_counter() - self._start,
+        }
+        self.history = pd.concat([self.history, pd.DataFrame([row])], ignore_index=True)
+        best = self.history["val_accuracy"].max()
+        if row["val_accuracy"] >= best:
+            save_atomic(self.model, self.workdir / "best.keras")
+        save_atomic(self.model, self.workdir / "last.keras")
+        # history.csv last: its length is the number of epochs whose checkpoint is safe.
+        write_text_atomic(self.workdir / "history.csv", self.history.to_csv(index=False))
+        if self.patience:
+            best_epoch = int(self.history["val_accuracy"].idxmax()) + 1
+            if len(self.history) - best_epoch >= self.patience:
+                self.model.stop_training = True
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    def __init__(self, progress: ProgressFn, epochs: int, batches: int):
+        super().__init__()
+        self.progress, self.epochs, self.batches = progress, epochs, batches
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.progress(Progress(epoch, self.epochs, 0, self.batches, {}))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress(Progress(self.epoch, self.epochs, batch + 1, self.batches, dict(logs or {})))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress(Progress(epoch, self.epochs, self.batches, self.batches, dict(logs or {})))
+
+
+# ------------------------------------------------------------------------ fit
+
+
+@dataclass
+class FitResult:
+    model: keras.Model  # best epoch by val_accuracy, as models.inference_model
+    history: pd.DataFrame
+    train_seconds: float
+    train: FaceDataset
+    val: FaceDataset
+
+
+def fit(
+    config: TrainConfig,
+    data: FaceDataset,
+    workdir: Path,
+    progress: ProgressFn | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> FitResult:
+    """Train (or resume training) ``config`` on ``data`` with checkpoints in ``workdir``.
+
+    ``strategy``: a ``tf.distribute`` strategy (MirroredStrategy for several
+    GPUs, MultiWorkerMirroredStrategy from TF_CONFIG); the batch size is global.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed + (config.bootstrap or 0))
+    train, val = training_split(data, config)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"{data.source}: too few labelled '{config.train_split}' faces to train and validate")
+    history = read_history(workdir)
+    done = len(history)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        if done and (workdir / "last.keras").exists():
+            model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+        else:
+            history, done = history.iloc[:0], 0
+            model = build_compiled(config, train)
+    train_ds = make_dataset(train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed)
+    val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
+    callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
+    if progress is not None:
+        callbacks.append(_ProgressCallback(progress, config.epochs, int(np.ceil(len(train) / config.batch_size))))
+    stopped_early = done and config.early_stopping and _patience_exhausted(history, config.early_stopping)
+    if done < config.epochs and not stopped_early:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done, callbacks=callbacks, verbose=0)
+    history = read_history(workdir)
+    best = keras.models.load_model(workdir / "best.keras", safe_mode=True)
+    return FitResult(
+        model=inference_model(best, config.model),
+        history=history,
+        train_seconds=float(history["seconds"].sum()),
+        train=train,
+        val=val,
+    )
+
+
+def _patience_exhausted(history: pd.DataFrame, patience: int) -> bool:
+    return len(history) - (int(history["val_accuracy"].idxmax()) + 1) >= patience
+
+
+def hardware() -> str:
+    """Where a run trained, for its metrics: CPU model and core count, or the GPUs."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+        return ", ".join(names)
+    model = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{os.cpu_count()} cores"

@@ -1,0 +1,193 @@
+"""Training, the run store's cache, resume after a kill, ensembles, distribution, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.evaluation import combine, metrics
+from core.models import ModelSpec
+from core.runs import RunStore, evaluate
+from core.training import TrainConfig, training_split
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2, batch_size=32)
+
+
+def _cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_train_writes_a_complete_run_and_caches_it(demo_small, runs_dir):
+    store = RunStore(runs_dir, shipped=[])
+    run = store.train(TINY, demo_small)
+    for name in ("config.json", "history.csv", "model.keras", "metrics.json", "predictions.npz"):
+        assert (run.path / name).exists(), name
+    history = run.history()
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+    assert history["epoch"].tolist() == [1, 2]
+    m = run.metrics
+    assert set(m["val"]["per_class"]) == {"Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"}
+    assert np.array(m["val"]["confusion"]).sum() == m["val"]["n"]
+    assert m["test"]["n"] == 70 and "test_tta" in m and m["params"]["trainable"] > 0 and m["hardware"]
+    preds = run.predictions()
+    np.testing.assert_allclose(preds["val_probs"].sum(1), 1, atol=1e-4)
+    # The same request again: the stored run, at once, untouched.
+    stamp = (run.path / "metrics.json").stat().st_mtime_ns
+    start = time.perf_counter()
+    again = store.train(TINY, demo_small)
+    assert again.path == run.path and time.perf_counter() - start < 2.0
+    assert (run.path / "metrics.json").stat().st_mtime_ns == stamp
+    # Different data -> a different run id.
+    assert store.run_id(TINY.to_dict(), "other") != run.id
+    assert [r.id for r in store.list()] == [run.id]
+
+
+def test_saved_model_reloads_with_the_same_predictions(demo_small, runs_dir):
+    run = RunStore(runs_dir, shipped=[]).train(TINY, demo_small)
+    preds = run.predictions()
+    from core.evaluation import predict_probs
+
+    val = training_split(demo_small, TINY)[1]
+    np.testing.assert_allclose(predict_probs(run.model(), val.images), preds["val_probs"], atol=1e-5)
+    assert not any("random" in layer.name for layer in run.model().layers)  # augmentation stripped
+
+
+def test_resume_after_sigkill_continues_from_the_last_finished_epoch(tmp_path):
+    """Kill -9 a CLI training mid-way; the same command resumes, keeping the finished epochs."""
+    runs = tmp_path / "runs"
+    args = ["train", "--model", "tiny", "--epochs", "6", "--batch-size", "16", "--runs", str(runs)]
+    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    history = None
+    while time.time() < deadline:
+        found = list(runs.glob("*/history.csv"))
+        if found and len(pd.read_csv(found[0])) >= 2:
+            history = found[0]
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert history is not None, "training never finished two epochs"
+    run_dir = history.parent
+    before = pd.read_csv(history)
+    assert not (run_dir / "metrics.json").exists()
+    assert RunStore(runs, shipped=[]).list() == []  # a killed run is not listed as finished
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr
+    after = pd.read_csv(run_dir / "history.csv")
+    assert after["epoch"].tolist() == list(range(1, 7))
+    # The epochs finished before the kill were kept, not retrained.
+    pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
+
+
+def test_combine_rules_by_hand():
+    a = np.array([[0.6, 0.4], [0.2, 0.8]])
+    b = np.array([[0.1, 0.9], [0.3, 0.7]])
+    c = np.array([[0.7, 0.3], [0.6, 0.4]])
+    np.testing.assert_allclose(combine([a, b, c], "average"), [[1.4 / 3, 1.6 / 3], [1.1 / 3, 1.9 / 3]])
+    assert combine([a, b, c], "vote").argmax(1).tolist() == [0, 1]  # two of three say 0; two of three say 1
+    weighted = combine([a, b, c], "weighted", weights=[0.0, 1.0, 0.0])
+    np.testing.assert_allclose(weighted, b)
+    with pytest.raises(ValueError):
+        combine([a, b], "weighted")
+
+
+def test_metrics_by_hand():
+    probs = np.eye(7)[[0, 1, 1, 3]]
+    m = metrics(np.array([0, 1, 2, 3]), probs)
+    assert m["accuracy"] == 0.75
+    assert m["confusion"][2][1] == 1
+    assert m["per_class"]["Disgust"]["precision"] == 0.5 and m["per_class"]["Fear"]["recall"] == 0.0
+
+
+def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
+    store = RunStore(runs_dir, shipped=[])
+    ens = store.ensemble(TINY, 2, demo_small)
+    assert ens.is_ensemble and len(ens.member_paths()) == 2
+    assert set(ens.metrics["rules"]) == {"average", "vote", "weighted"}
+    members = [json.loads((p / "config.json").read_text()) for p in ens.member_paths()]
+    assert [m["bootstrap"] for m in members] == [0, 1]
+    # Members see different bootstrap resamples of the same training part, and the same validation set.
+    t0, v0 = training_split(demo_small, TrainConfig(**{**TINY.__dict__, "bootstrap": 0}))
+    t1, v1 = training_split(demo_small, TrainConfig(**{**TINY.__dict__, "bootstrap": 1}))
+    assert not np.array_equal(t0.ids, t1.ids) and np.array_equal(v0.ids, v1.ids)
+    assert len(set(t0.ids.tolist())) < len(t0)  # drawn with replacement
+    probs = ens.model().predict(demo_small.images[:5, ..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    report = evaluate(ens, demo_small, split="PublicTest")
+    assert report["average"]["accuracy"] == pytest.approx(ens.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    """tf.distribute: the same training under MirroredStrategy over 2 logical CPU devices."""
+    script = f"""
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {str(ROOT)!r})
+from core.demo import make_demo
+from core.models import ModelSpec
+from core.runs import RunStore
+from core.training import TrainConfig
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+run = RunStore({str(tmp_path)!r}, shipped=[]).train(
+    TrainConfig(model=ModelSpec("tiny"), epochs=1, batch_size=32), make_demo(20, 5), strategy=strategy)
+print("REPLICAS", strategy.num_replicas_in_sync, "ACC", run.metrics["val"]["accuracy"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "REPLICAS 2" in done.stdout
+
+
+def test_cli_train_list_predict_evaluate(tmp_path):
+    runs = str(tmp_path / "runs")
+    env = {"FERLAB_RUNS": runs}
+    trained = _cli("train", "--model", "tiny", "--epochs", "1", env=env)
+    assert trained.returncode == 0, trained.stderr
+    run_dir = Path(trained.stdout.strip().splitlines()[-1])
+    assert (run_dir / "metrics.json").exists() and "epoch 1/1" in trained.stderr
+    listed = _cli("list", env=env)
+    assert run_dir.name in listed.stdout
+    from PIL import Image
+
+    from core.demo import make_demo
+
+    Image.fromarray(make_demo(1, 1).images[0]).resize((96, 96)).save(tmp_path / "face.png")
+    predicted = _cli("predict", run_dir.name, str(tmp_path / "face.png"), env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    probs = [float(line.split("\t")[1]) for line in predicted.stdout.splitlines()[:7]]
+    assert len(probs) == 7 and abs(sum(probs) - 1) < 1e-3
+    evaluated = _cli("evaluate", run_dir.name, "--tta", env=env)
+    assert evaluated.returncode == 0 and evaluated.stdout.startswith("single\taccuracy")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "resnet", "--epochs", "1"], "unknown model 'resnet'"),
+        (["train", "--data", "/nope.csv", "--epochs", "1"], "/nope.csv: no such file"),
+        (["predict", "nope", "face.png"], "no finished run 'nope'"),
+        (["train", "--epochs", "0"], "--epochs"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    done = _cli(*args, "--runs", str(tmp_path))
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
