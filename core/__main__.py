@@ -1,0 +1,239 @@
+"""``python -m core train|ensemble|evaluate|predict|list|delete`` -- the CLI.
+
+Bad arguments or bad data exit non-zero with one line naming the problem,
+never a traceback: users of this tool are students, not debuggers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA
+    probing) ignore TF_CPP_MIN_LOG_LEVEL and would bury our one-line messages."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        parser.add_argument("--data", default="demo", help="'demo' (built-in set, default), a FER2013 CSV, a homework folder or an image tree")
+    parser.add_argument("--runs", default=None, help="run store folder (default: $FERLAB_RUNS or ./runs)")
+
+
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    from core.models import DEFAULT_CNN, PRESETS
+
+    parser.add_argument("--model", default="cnn", help=f"cnn (= {DEFAULT_CNN}), dnn, or a preset: {', '.join(PRESETS)}")
+    parser.add_argument("--match", default=DEFAULT_CNN, help="for --model dnn: the CNN whose trainable-parameter count it matches")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="for adamw and sgd")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    parser.add_argument("--warmup", type=int, default=0, help="warm-up epochs (cosine schedule)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0: off)")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true", help="no training-time augmentation")
+    parser.add_argument("--no-normalize", action="store_true", help="feed raw 0..255 grey levels")
+    parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
+    parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute (faster on CPUs with AMX/AVX-512 BF16)")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                        help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="FER Lab: train, evaluate and use facial-expression models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model (or return the stored run for the same config and data)")
+    _common(p)
+    _train_options(p)
+
+    p = sub.add_parser("ensemble", help="bagging: N models on bootstrap resamples, combined three ways")
+    _common(p)
+    _train_options(p)
+    p.add_argument("--members", type=int, default=5)
+
+    p = sub.add_parser("evaluate", help="accuracy and per-class metrics of a run on a labelled split")
+    _common(p)
+    p.add_argument("run", help="run id (or unique prefix)")
+    p.add_argument("--split", default="PublicTest")
+    p.add_argument("--tta", action="store_true", help="average with the mirrored face")
+
+    p = sub.add_parser("predict", help="the 7 emotion probabilities for a face image")
+    _common(p, data=False)
+    p.add_argument("run")
+    p.add_argument("image", help="a face image (png, jpg, ...): centre-cropped, grey, 48x48")
+    p.add_argument("--tta", action="store_true")
+
+    p = sub.add_parser("list", help="finished runs")
+    _common(p, data=False)
+
+    p = sub.add_parser("delete", help="delete a run")
+    _common(p, data=False)
+    p.add_argument("run")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    from core.models import DEFAULT_CNN, Augment, ModelSpec
+    from core.training import TrainConfig
+
+    arch = DEFAULT_CNN if args.model == "cnn" else args.model
+    augment = None if args.no_augment else Augment(erasing=args.erasing)
+    spec = ModelSpec(arch=arch, augment=augment, normalize=not args.no_normalize, dnn_match=args.match)
+    return TrainConfig(
+        model=spec,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup,
+        label_smoothing=args.label_smoothing,
+        early_stopping=args.early_stopping,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        mixed_precision=args.bf16,
+    )
+
+
+def _validate(config) -> None:
+    from core.models import PRESETS
+
+    if config.model.arch not in PRESETS and config.model.arch != "dnn":
+        raise ValueError(f"--model: unknown model '{config.model.arch}' (cnn, dnn or one of {', '.join(PRESETS)})")
+    if config.model.dnn_match not in PRESETS:
+        raise ValueError(f"--match: unknown CNN '{config.model.dnn_match}'")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be at least 1")
+    if not 0 < config.val_fraction < 1:
+        raise ValueError("--val-fraction must be between 0 and 1")
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+class ProgressBar:
+    """One line per epoch on stderr, redrawn in place while batches run."""
+
+    def __call__(self, tick) -> None:
+        width = 30
+        done = int(width * tick.batch / max(tick.batches, 1))
+        logs = "  ".join(f"{k} {v:.4f}" for k, v in tick.logs.items())
+        end = "\n" if tick.batch == tick.batches and "val_accuracy" in tick.logs else ""
+        sys.stderr.write(f"\repoch {tick.epoch + 1}/{tick.epochs} [{'=' * done}{' ' * (width - done)}] {logs}{end}")
+        sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.data import load_dataset
+    from core.runs import RunStore
+
+    store = RunStore(args.runs)
+    if args.command in ("train", "ensemble"):
+        config = config_from_args(args)
+        _validate(config)
+        strategy = _strategy(args.strategy)
+        data = load_dataset(args.data)
+        if args.command == "train":
+            result = store.train(config, data, progress=ProgressBar(), strategy=strategy)
+        else:
+            result = store.ensemble(config, args.members, data, progress=ProgressBar())
+        _print_summary(result)
+        print(result.path)
+        return 0
+    if args.command == "list":
+        for r in store.list():
+            m = r.metrics
+            test = m.get("test", {}).get("accuracy")
+            print(f"{r.id}\t{r.label}\tval {m['val']['accuracy']:.4f}" + (f"\ttest {test:.4f}" if test is not None else ""))
+        return 0
+    found = store.get(args.run)
+    if found is None:
+        raise ValueError(f"no finished run '{args.run}' in {store.root} (see: python -m core list)")
+    if args.command == "evaluate":
+        from core.runs import evaluate
+
+        report = evaluate(found, load_dataset(args.data), split=args.split, tta=args.tta)
+        for rule, m in report.items():
+            print(f"{rule}\taccuracy {m['accuracy']:.4f}\tmacro-F1 {m['macro_f1']:.4f}\tn {m['n']}")
+        return 0
+    if args.command == "predict":
+        return _predict(found, Path(args.image), args.tta)
+    if args.command == "delete":
+        store.delete(found.id)
+        print(f"deleted {found.id}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _predict(found, image_path: Path, tta: bool) -> int:
+    import numpy as np
+
+    from core.data import EMOTIONS, read_image, to_face48
+    from core.evaluation import predict_probs
+
+    if not image_path.exists():
+        raise ValueError(f"{image_path}: no such file")
+    face = to_face48(read_image(image_path))
+    probs = predict_probs(found.model(), face[None], tta=tta)[0]
+    for name, p in zip(EMOTIONS, probs):
+        print(f"{name}\t{p:.4f}")
+    print(f"prediction\t{EMOTIONS[int(np.argmax(probs))]}")
+    return 0
+
+
+def _print_summary(result) -> None:
+    m = result.metrics
+    line = f"{result.label}: val accuracy {m['val']['accuracy']:.4f}"
+    if "test" in m:
+        line += f", {m['data']['test_split']} accuracy {m['test']['accuracy']:.4f}"
+    sys.stderr.write(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _import_tensorflow_quietly()
+    args = build_parser().parse_args(argv)
+    from core.data import DataError
+
+    try:
+        return run(args)
+    except (DataError, ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
