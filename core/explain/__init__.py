@@ -1,0 +1,23 @@
+"""Explanations of a face-expression model: attribution maps and filter pictures.
+
+Every attribution method is an :class:`Explainer` with one contract,
+``explain(images, targets) -> (N, 48, 48) float32 maps in 0..1`` (see
+``core.explain.base``), listed in :data:`EXPLAINERS` under the key the
+dashboard shows. ``core.explain.filters`` draws what filters and classes
+respond to. Nothing here imports Streamlit.
+"""
+
+from core.explain.base import SCORES, Explainer, Score
+from core.explain.gradcam import GradCAM
+from core.explain.lime import Lime, segment_face
+from core.explain.saliency import Saliency
+from core.explain.smoothgrad import SmoothGrad
+
+EXPLAINERS: dict[str, type[Explainer]] = {
+    "saliency": Saliency,
+    "smoothgrad": SmoothGrad,
+    "gradcam": GradCAM,
+    "lime": Lime,
+}
+
+__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "Lime", "Saliency", "Score", "SmoothGrad", "segment_face"]
