@@ -1,0 +1,660 @@
+"""Faces in user photos: decode safely, find every face, align it the way FER2013 frames faces.
+
+FER2013 faces are tightly cropped, roughly frontal, eyes level, 48x48 grey. A
+model trained on them sees a face at one scale and position only, so a face from
+a photo has to be cut out the same way: :func:`align_face` turns the face so its
+eyes are level and scales and shifts it so its eyes, nose and mouth land where
+they do, on median, in FER2013 (constants below, measured on 500 FER2013
+Training faces by ``python bench/photo_path.py --measure-template``).
+
+Detector choice, measured with ``bench/photo_path.py`` on 300 synthetic photos
+(655 FER2013 PublicTest faces, 60-400 px, tilted up to 25 degrees, JPEG 40-95)
+on this project's 2-core machine:
+
+==========================  ======  ===============  ======================
+detector                    recall  false pos./photo  detect CPU ms med/p95
+==========================  ======  ===============  ======================
+mtcnn, photo shrunk to 800  82.0%   0.077             215 / 271
+mtcnn, shrunk to 1024       82.9%   0.087             289 / 411
+mtcnn, shrunk to 640        81.4%   0.067             184 / 256
+mtcnn 800, also turned +-30 89.2%   0.170             889 / 1139
+haar (OpenCV), 800          44.0%   0.513             312 / 609
+==========================  ======  ===============  ======================
+
+(MTCNN at score >= 0.85.) MTCNN finds only 84.8% of the same faces *on their
+own* (upscaled, with a mirrored border): the misses are FER2013 faces covered
+by hands, cut off by the tight crop, strongly tilted or posterized, so an
+upright pass cannot do much better on this benchmark. ``mtcnn`` (default) is the ``mtcnn``
+package (TensorFlow, weights inside the wheel): best recall, fewest false
+positives, and the five keypoints alignment needs. Looking in turned copies
+of the photo (``rotations``) adds 7 points of recall for 4x the time, so it
+is used only as a retry when the upright pass finds no face at all. Haar is
+faster to start (no TensorFlow) but misses tilted faces, fires on texture and
+gives no keypoints.
+
+Rejected without measuring: ``mediapipe`` (its wheel ships no face model: the
+tasks API wants a ``.tflite`` downloaded at run time), OpenCV's YuNet
+(``cv2.FaceDetectorYN`` needs an ONNX file that no wheel ships),
+``retina-face`` (downloads weights at run time), ``facenet-pytorch``
+(PyTorch, a second deep-learning stack for one detector), ``dlib`` (compiles
+from source).
+
+Nothing here imports Streamlit. TensorFlow is imported only when the MTCNN
+detector is first needed.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SIZE = 48
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+MAX_PIXELS = 40_000_000  # ~40 megapixels: larger than any phone photo, small enough to decode safely
+MAX_SIDE = 20_000  # a 1x40-megapixel strip is no photo either
+
+
+class PhotoError(ValueError):
+    """A file that cannot be used as a photo; the message is meant for the user."""
+
+
+def load_photo(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from the bytes of an image file, decoded in memory.
+
+    Honours the EXIF orientation tag (phones store photos sideways and say so
+    in EXIF), composites transparency on white, and turns palette, grey,
+    CMYK and 16-bit images into 8-bit RGB. The pixel count is checked from the
+    header *before* the pixels are decoded, so a decompression bomb (a small
+    file that claims to be gigapixels) costs nothing.
+
+    Raises :class:`PhotoError` for an empty file, something that is not an
+    image, a truncated or damaged file, or an image over :data:`MAX_PIXELS`.
+    """
+    if data is None or len(data) == 0:
+        raise PhotoError("The file is empty (0 bytes). Please upload a photo.")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit is checked below; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(bytes(data)))
+    except Image.DecompressionBombError:
+        raise PhotoError(_too_large_message()) from None
+    except UnidentifiedImageError:
+        raise PhotoError("This file is not an image we can read (JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
+    except Exception as err:  # noqa: BLE001 - a parser choking on junk is the same thing to the user
+        raise PhotoError(f"This file is not an image we can read ({type(err).__name__}).") from None
+
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise PhotoError("The image has no pixels.")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise PhotoError(_too_large_message(width, height))
+
+    try:
+        image.load()
+    except OSError as err:
+        if "truncat" in str(err).lower() or "broken data stream" in str(err).lower():
+            raise PhotoError("The image file is cut short (truncated): was the upload interrupted?") from None
+        raise PhotoError(f"The image file is damaged and cannot be decoded ({err}).") from None
+    except Exception as err:  # noqa: BLE001 - zlib, struct, syntax errors from damaged data
+        raise PhotoError(f"The image file is damaged and cannot be decoded ({type(err).__name__}).") from None
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
+        pass
+    return _to_rgb(image)
+
+
+def _too_large_message(width: int | None = None, height: int | None = None) -> str:
+    size = f" ({width} x {height} pixels)" if width else ""
+    return (
+        f"The image is too large{size}: the limit is {MAX_PIXELS // 1_000_000} megapixels. "
+        "Please upload a smaller photo."
+    )
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """8-bit RGB array from any PIL mode."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit (or 32-bit) grey: scale the full range to 0..255 rather than clip it.
+        arr = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        else:
+            top = 65535.0 if arr.size and arr.max() > 255 else 255.0
+        grey = np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+    if mode == "CMYK":
+        return np.asarray(_cmyk_to_rgb(image), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """CMYK through its embedded ICC profile when it has one, else PIL's plain formula."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001 - a bad profile: fall back to the formula
+            pass
+    return image.convert("RGB")
+
+
+# ---------------------------------------------------------------------------
+# Detection
+# ---------------------------------------------------------------------------
+
+KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+DETECTORS = ("mtcnn", "haar")
+DETECT_MAX_SIDE = 800  # photos are shrunk to this longest side for detection (boxes are mapped back)
+MTCNN_MIN_SCORE = 0.85  # ONet confidence below this is dropped (bench: recall 82.0% / 0.077 false pos. a photo; 0.9: 80.2% / 0.070)
+# Options passed to mtcnn: its default stage thresholds (PNet 0.6, RNet 0.7,
+# ONet 0.8) and the smallest face box it looks for, in pixels of the shrunk
+# photo (mtcnn's default is 20).
+MTCNN_OPTIONS: dict[str, float] = {"threshold_pnet": 0.6, "threshold_rnet": 0.7, "threshold_onet": 0.8, "min_face_size": 20}
+HAAR_MIN_NEIGHBOURS = 5
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face in a photo.
+
+    box: (x, y, w, h) in photo pixels, edge coordinates (pixel i spans [i, i+1]).
+    score: the detector's confidence (MTCNN probability, Haar level weight; 0 for fallbacks).
+    keypoints: name -> (x, y) for ``KEYPOINTS`` when the detector gives them, else None.
+        ``left_eye`` is the eye on the image's left (the person's right eye).
+    detector: which detector (or fallback) produced it; alignment uses its box framing.
+    angle: degrees (counter-clockwise) the photo was turned when the face was
+        found (see ``rotations`` in :func:`detect_faces`); the box is upright in
+        that turned photo, and box-based alignment turns it back.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float = 0.0
+    keypoints: dict[str, tuple[float, float]] | None = None
+    detector: str = "mtcnn"
+    angle: float = 0.0
+
+    @property
+    def int_box(self) -> tuple[int, int, int, int]:
+        x, y, w, h = self.box
+        return int(round(x)), int(round(y)), int(round(w)), int(round(h))
+
+    def eye_angle(self) -> float | None:
+        """Degrees the line from left to right eye turns clockwise on screen (0: level), None without keypoints."""
+        if not self.keypoints:
+            return None
+        (lx, ly), (rx, ry) = self.keypoints["left_eye"], self.keypoints["right_eye"]
+        return float(np.degrees(np.arctan2(ry - ly, rx - lx)))
+
+
+_MTCNN = None
+_MTCNN_BUILD_LOCK = threading.Lock()
+# TensorFlow on 2 cores gains nothing from two detections at once, and Keras
+# layers are not documented as safe to call from several threads: one at a time.
+_MTCNN_RUN_LOCK = threading.Lock()
+_HAAR = threading.local()  # cv2.CascadeClassifier is not thread-safe: one per thread (cheap, ~20 ms)
+
+
+def _mtcnn():
+    """The process-wide MTCNN detector, built on first use (it costs seconds: TensorFlow import + weights)."""
+    global _MTCNN
+    if _MTCNN is None:
+        with _MTCNN_BUILD_LOCK:
+            if _MTCNN is None:
+                from mtcnn import MTCNN
+                from mtcnn.stages import StageONet, StageRNet
+
+                _MTCNN = MTCNN(stages=[_pnet_stage(), StageRNet, StageONet], device="CPU:0")
+    return _MTCNN
+
+
+def _pnet_stage():
+    """mtcnn 1.0's PNet stage with a corrected image pyramid.
+
+    mtcnn 1.0 counts its pyramid levels as if ``min_face_size`` were always 20:
+    with a larger minimum the last levels shrink below PNet's 12-px window,
+    TensorFlow raises, and mtcnn reports *no faces at all*. Here the pyramid
+    stops at the last level that is still >= 12 px, so ``min_face_size`` can be
+    raised (PNet on the pyramid is ~80% of the detection time; its cost falls
+    with the square of the minimum face size).
+    """
+    from mtcnn.stages import StagePNet
+    from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
+    from mtcnn.utils.images import scale_images
+
+    class PNet(StagePNet):
+        def __call__(self, images_normalized, images_oshapes, min_face_size=20, min_size=12, scale_factor=0.709,
+                     threshold_pnet=0.6, nms_pnet1=0.5, nms_pnet2=0.7, **kwargs):
+            min_dim = float(min(min(int(s[0]), int(s[1])) for s in np.asarray(images_oshapes)))
+            scales = []
+            scale = min_size / min_face_size
+            while min_dim * scale >= min_size:
+                scales.append(scale)
+                scale *= scale_factor
+            if not scales:
+                return np.empty((0, 6))
+            batch_size = images_normalized.shape[0]
+            proposals = []
+            for scale in scales:
+                result = self._model(scale_images(images_normalized, scale))
+                boxes = generate_bounding_box(result[0], result[1], threshold_pnet)
+                boxes = upscale_bboxes(boxes, np.asarray([scale] * batch_size))
+                proposals.append(smart_nms_from_bboxes(boxes, threshold=nms_pnet1, method="union", initial_sort=False))
+            boxes = np.concatenate(proposals, axis=0) if proposals else np.empty((0, 6))
+            boxes = smart_nms_from_bboxes(boxes, threshold=nms_pnet2, method="union", initial_sort=True)
+            return resize_to_square(boxes)
+
+    return PNet
+
+
+def _haar() -> cv2.CascadeClassifier:
+    cascade = getattr(_HAAR, "face", None)
+    if cascade is None:
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        if cascade.empty():
+            raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml is missing")
+        _HAAR.face = cascade
+    return cascade
+
+
+def warm_up(detector: str = "mtcnn") -> None:
+    """Build the detector now (e.g. at server start) so the first user does not wait for it."""
+    detect_faces(np.full((64, 64, 3), 128, np.uint8), detector=detector)
+
+
+def _as_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+    if rgb.shape[2] == 4:
+        rgb = rgb[..., :3]
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb)
+
+
+def detect_faces(
+    rgb: np.ndarray,
+    detector: str = "mtcnn",
+    max_side: int = DETECT_MAX_SIDE,
+    min_score: float | None = None,
+    rotations: tuple[float, ...] = (0.0,),
+) -> list[Face]:
+    """Every face in an RGB photo, sorted left to right.
+
+    The photo is shrunk (area averaging) to ``max_side`` on its longest side
+    before detection, for speed; boxes and keypoints are mapped back to the
+    photo's own pixels. ``rotations``: the angles (degrees, counter-clockwise)
+    to turn the photo by and look in; the default looks upright only. Add
+    e.g. -30 and 30 for heads tilted past what MTCNN handles (~35 degrees):
+    each angle costs one more detection, and overlapping finds are merged
+    (the higher score stays). Thread-safe.
+    """
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    rgb = _as_rgb(rgb)
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    # Exact per-axis factors after rounding the shrunk size.
+    sx, sy = w / small.shape[1], h / small.shape[0]
+    faces: list[Face] = []
+    for angle in rotations:
+        found = _detect_rotated(small, detector, min_score, float(angle))
+        faces = _merge(faces, found)
+    mapped = [_scale_face(f, sx, sy) for f in faces]
+    return sorted(mapped, key=lambda f: (f.box[0], f.box[1]))
+
+
+def _detect_once(rgb: np.ndarray, detector: str, min_score: float | None) -> list[Face]:
+    if detector == "mtcnn":
+        return _detect_mtcnn(rgb, MTCNN_MIN_SCORE if min_score is None else min_score)
+    return _detect_haar(rgb, 0.0 if min_score is None else min_score)
+
+
+def _detect_rotated(rgb: np.ndarray, detector: str, min_score: float | None, angle: float) -> list[Face]:
+    """Faces found in the photo turned by ``angle`` degrees, in the unturned photo's coordinates."""
+    if angle % 360 == 0:
+        return _detect_once(rgb, detector, min_score)
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
+    m[:, 2] += (nw - w) / 2, (nh - h) / 2  # grow the canvas so no corner is cut off
+    turned = cv2.warpAffine(rgb, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    back = cv2.invertAffineTransform(m)
+    out = []
+    for face in _detect_once(turned, detector, min_score):
+        x, y, bw, bh = face.box
+        cx, cy = back @ np.array([x + bw / 2, y + bh / 2, 1.0])
+        if not (0 <= cx < w and 0 <= cy < h):  # a face seen in the mirrored border
+            continue
+        kps = None
+        if face.keypoints:
+            kps = {k: tuple(float(v) for v in back @ np.array([px, py, 1.0])) for k, (px, py) in face.keypoints.items()}
+        out.append(Face((float(cx - bw / 2), float(cy - bh / 2), bw, bh), face.score, kps, face.detector, angle))
+    return out
+
+
+def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _merge(kept: list[Face], new: list[Face], overlap: float = 0.4) -> list[Face]:
+    """Union of two detection lists; of two faces that overlap, the higher score stays."""
+    out = list(kept)
+    for face in new:
+        clash = [i for i, k in enumerate(out) if _box_iou(k.box, face.box) > overlap]
+        if not clash:
+            out.append(face)
+        elif all(face.score > out[i].score for i in clash):
+            out = [k for i, k in enumerate(out) if i not in clash] + [face]
+    return out
+
+
+def _scale_face(face: Face, sx: float, sy: float) -> Face:
+    if sx == 1.0 and sy == 1.0:
+        return face
+    x, y, w, h = face.box
+    kps = None if face.keypoints is None else {k: (px * sx, py * sy) for k, (px, py) in face.keypoints.items()}
+    return Face((x * sx, y * sy, w * sx, h * sy), face.score, kps, face.detector, face.angle)
+
+
+def _detect_mtcnn(rgb: np.ndarray, min_score: float) -> list[Face]:
+    if min(rgb.shape[:2]) < 12:  # below MTCNN's smallest window
+        return []
+    model = _mtcnn()
+    with _MTCNN_RUN_LOCK:
+        rows = model.detect_faces(rgb, output_type="numpy", box_format="xyxy", **MTCNN_OPTIONS)
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+    faces = []
+    # Row layout (mtcnn 1.0): image index, x1, y1, x2, y2, score, then the five
+    # keypoints' x (columns 6-10) and y (11-15) in KEYPOINTS order.
+    for row in rows:
+        score = float(row[5])
+        if score < min_score:
+            continue
+        x1, y1, x2, y2 = row[1:5]
+        kps = {name: (float(row[6 + i]), float(row[11 + i])) for i, name in enumerate(KEYPOINTS)}
+        faces.append(Face((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), score, kps, "mtcnn"))
+    return faces
+
+
+def _detect_haar(rgb: np.ndarray, min_score: float) -> list[Face]:
+    grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    side = min(grey.shape)
+    min_size = max(20, side // 25)
+    boxes, _, weights = _haar().detectMultiScale3(
+        grey, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBOURS, minSize=(min_size, min_size), outputRejectLevels=True
+    )
+    faces = []
+    for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+        if weight >= min_score:
+            faces.append(Face((float(x), float(y), float(w), float(h)), float(weight), None, "haar"))
+    return faces
+
+
+# ---------------------------------------------------------------------------
+# Alignment to the FER2013 frame
+# ---------------------------------------------------------------------------
+
+# Where FER2013 puts a face, in 48-px edge coordinates (x right, y down; pixel i
+# spans [i, i+1]). Measured by `python bench/photo_path.py --measure-template`:
+# 500 random FER2013 Training faces (seed 0) upscaled 4x (bicubic) to 192x192,
+# padded by 48 px of replicated border so faces touching the frame still get
+# found, run through MTCNN; of the 426 faces found with score >= 0.9, the
+# median of each keypoint, divided by 4. Raw medians:
+#   left eye (15.14, 18.69)  right eye (32.62, 18.47)  nose (24.09, 28.30)
+#   mouth left (16.63, 37.21)  mouth right (31.36, 36.78)
+#   inter-ocular distance 17.5 px (10th-90th percentile 12.7-20.5);
+#   eye angle median -0.8 deg; eyes-to-mouth 18.3 px.
+# The template below is those medians made left-right symmetric about the
+# eyes' midpoint (x = 23.88), so a mirrored face gets the mirrored crop.
+FER_TEMPLATE: dict[str, tuple[float, float]] = {
+    "left_eye": (15.14, 18.58),
+    "right_eye": (32.62, 18.58),
+    "nose": (23.88, 28.30),
+    "mouth_left": (16.52, 37.00),
+    "mouth_right": (31.24, 37.00),
+}
+FER_EYE_DISTANCE = 17.48  # px between the template's eyes
+
+# Without keypoints (Haar, or a fallback) the box alone places the crop. Where a
+# detector's box falls in the 48-px FER2013 frame, as (x0, y0, x1, y1) edge
+# coordinates, measured in the same run: the median box of OpenCV's Haar
+# cascade as detect_faces runs it (368 of the 500 faces found) is
+# (0.5, 0.5)-(47.5, 47.0): the Haar box *is* the FER2013 frame, margin 0.
+# MTCNN's median box (4.8, -0.6)-(42.6, 49.1) is taller than wide and is used
+# only if MTCNN ever gives no keypoints. Fallback boxes map onto the frame.
+BOX_FRAMES: dict[str, tuple[float, float, float, float]] = {
+    "haar": (0.5, 0.5, 47.5, 47.0),
+    "mtcnn": (4.8, -0.6, 42.6, 49.1),
+    "whole": (0.0, 0.0, 48.0, 48.0),
+    "centre": (0.0, 0.0, 48.0, 48.0),
+    "given": (0.0, 0.0, 48.0, 48.0),
+}
+_SUPERSAMPLE = 4  # a shrinking warp runs at 4x, then area-averages to 48: no aliasing
+
+
+def face_transform(face: Face) -> np.ndarray:
+    """2x3 affine matrix from photo edge coordinates to the 48-px FER2013 frame.
+
+    With keypoints: the rotation that levels the eyes (angle from the two eye
+    keypoints), then the scale and shift that put all five keypoints closest
+    (least squares) to :data:`FER_TEMPLATE`. Using all five points instead of
+    the eyes alone keeps the scale right for a face turned sideways (its eyes
+    look closer together) or nodding (eyes and mouth look closer).
+    Without keypoints: the box is mapped onto its detector's :data:`BOX_FRAMES`
+    (a non-square fallback box is stretched, like a plain resize).
+    """
+    if face.keypoints:
+        src = np.array([face.keypoints[k] for k in KEYPOINTS], dtype=np.float64)
+        dst = np.array([FER_TEMPLATE[k] for k in KEYPOINTS], dtype=np.float64)
+        angle = np.arctan2(src[1, 1] - src[0, 1], src[1, 0] - src[0, 0])
+        c, s = np.cos(-angle), np.sin(-angle)
+        rot = np.array([[c, -s], [s, c]])
+        p = src @ rot.T
+        p_mean, q_mean = p.mean(axis=0), dst.mean(axis=0)
+        pc, qc = p - p_mean, dst - q_mean
+        denom = float((pc**2).sum())
+        if denom < 1e-9 or not np.isfinite(denom):
+            return _box_transform(face)
+        scale = float((pc * qc).sum()) / denom
+        if scale <= 0:
+            return _box_transform(face)
+        linear = scale * rot
+        shift = q_mean - scale * p_mean
+        return np.hstack([linear, shift[:, None]])
+    return _box_transform(face)
+
+
+def _box_transform(face: Face) -> np.ndarray:
+    x, y, w, h = face.box
+    fx0, fy0, fx1, fy1 = BOX_FRAMES.get(face.detector, BOX_FRAMES["given"])
+    ax = (fx1 - fx0) / max(w, 1e-6)
+    ay = (fy1 - fy0) / max(h, 1e-6)
+    m = np.array([[ax, 0.0, fx0 - ax * x], [0.0, ay, fy0 - ay * y]])
+    if face.angle:
+        # The box is upright in the photo turned by face.angle about the box centre.
+        turn = np.vstack([cv2.getRotationMatrix2D((x + w / 2, y + h / 2), face.angle, 1.0), [0.0, 0.0, 1.0]])
+        m = m @ turn
+    return m
+
+
+def align_face(rgb: np.ndarray, face: Face, size: int = SIZE) -> np.ndarray:
+    """(size, size) uint8 grey crop of one face, framed like FER2013 (eyes level)."""
+    rgb = _as_rgb(rgb)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # BT.601 weights, as PIL's "L" used for FER2013-style loading
+    m = face_transform(face) * (size / SIZE)
+    # Shrinking: warp at 4x the output size, then area-average down (no
+    # aliasing). Same size or enlarging: warp straight to the output, so an
+    # image that already is the crop comes back pixel for pixel.
+    ss = _SUPERSAMPLE if np.sqrt(abs(np.linalg.det(m[:, :2]))) < 0.999 else 1
+    m_out = m * ss  # edge coordinates of the (supersampled) output
+    out = size * ss
+
+    # Source region that the output frame covers (plus 2 px for interpolation).
+    inv = cv2.invertAffineTransform(m_out)
+    corners = np.array([[0, 0, 1], [out, 0, 1], [0, out, 1], [out, out, 1]], dtype=np.float64) @ inv.T
+    h, w = grey.shape
+    x0 = int(np.clip(np.floor(corners[:, 0].min()) - 2, 0, w - 1))
+    y0 = int(np.clip(np.floor(corners[:, 1].min()) - 2, 0, h - 1))
+    x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 2, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 2, y0 + 1, h))
+    region = grey[y0:y1, x0:x1]
+    m_out = m_out.copy()
+    m_out[:, 2] += m_out[:, :2] @ np.array([x0, y0], dtype=np.float64)
+
+    # A face much larger than the output: shrink its region by area averaging
+    # first, so the warp does not alias (bilinear samples only 4 pixels).
+    scale = float(np.sqrt(abs(np.linalg.det(m_out[:, :2]))))
+    if scale < 0.8:
+        rw = max(1, int(round(region.shape[1] * scale)))
+        rh = max(1, int(round(region.shape[0] * scale)))
+        fx, fy = region.shape[1] / rw, region.shape[0] / rh
+        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+        m_out = m_out @ np.array([[fx, 0, 0], [0, fy, 0], [0, 0, 1]], dtype=np.float64)
+
+    # cv2 maps pixel centres: convert edge-coordinate matrix M (q = A p + t) to
+    # centre coordinates: t' = t + A (0.5, 0.5) - 0.5.
+    centre = m_out.copy()
+    centre[:, 2] += m_out[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    warped = cv2.warpAffine(
+        region, centre, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    if ss == 1:
+        return warped
+    return cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
+
+
+# ---------------------------------------------------------------------------
+# Whole photos, fallbacks, drawing
+# ---------------------------------------------------------------------------
+
+FACE_CROP_MAX_SIDE = 96
+FACE_CROP_MIN_SIDE = 24
+
+
+def _is_grey(rgb: np.ndarray, tolerance: int = 8) -> bool:
+    rgb = _as_rgb(rgb).astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return bool(np.percentile(spread, 99) <= tolerance)  # JPEG chroma noise leaves a few units
+
+
+def is_face_crop(rgb: np.ndarray) -> bool:
+    """True for an image that already is a FER2013-style face: 48x48, or small square grey.
+
+    Such an image is the face, framed already; running a detector on it would
+    only fail (a face that fills the frame has no context for the detector)
+    or crop it a second time.
+    """
+    rgb = np.asarray(rgb)
+    h, w = rgb.shape[:2]
+    if h != w:
+        return False
+    if h == SIZE:
+        return True
+    return FACE_CROP_MIN_SIDE <= h <= FACE_CROP_MAX_SIDE and _is_grey(rgb)
+
+
+def whole_image_face(rgb: np.ndarray) -> Face:
+    """The whole photo as one face (the "no face found, use it all" fallback)."""
+    h, w = np.asarray(rgb).shape[:2]
+    return Face((0.0, 0.0, float(w), float(h)), 0.0, None, "whole")
+
+
+def centre_crop_face(rgb: np.ndarray) -> Face:
+    """The largest centred square as one face (the "no face found, use the middle" fallback)."""
+    h, w = np.asarray(rgb).shape[:2]
+    side = min(h, w)
+    return Face((float((w - side) // 2), float((h - side) // 2), float(side), float(side)), 0.0, None, "centre")
+
+
+@dataclass
+class PhotoFaces:
+    """A decoded photo and what was found in it.
+
+    rgb: (H, W, 3) uint8, upright. faces: left to right. crops: (N, 48, 48)
+    uint8, one per face, in the same order. skipped_detection: the photo was a
+    face crop already (see :func:`is_face_crop`) and is its own single face.
+    """
+
+    rgb: np.ndarray
+    faces: list[Face]
+    crops: np.ndarray = field(default_factory=lambda: np.zeros((0, SIZE, SIZE), np.uint8))
+    skipped_detection: bool = False
+
+
+RETRY_ROTATIONS = (-30.0, 30.0)
+
+
+def faces_in_photo(data: bytes, detector: str = "mtcnn", retry_rotated: bool = True) -> PhotoFaces:
+    """Decode a photo, find its faces and align each; PhotoError for a bad file.
+
+    ``retry_rotated``: when the upright pass finds nothing, look again in the
+    photo turned by :data:`RETRY_ROTATIONS` (strongly tilted heads). It costs
+    two more detections, only on photos that would otherwise have no face.
+    """
+    rgb = load_photo(data)
+    return faces_in_rgb(rgb, detector=detector, retry_rotated=retry_rotated)
+
+
+def faces_in_rgb(rgb: np.ndarray, detector: str = "mtcnn", retry_rotated: bool = True) -> PhotoFaces:
+    """:func:`faces_in_photo` for an already decoded RGB array."""
+    rgb = _as_rgb(rgb)
+    if is_face_crop(rgb):
+        face = whole_image_face(rgb)
+        return PhotoFaces(rgb, [face], align_face(rgb, face)[None], skipped_detection=True)
+    faces = detect_faces(rgb, detector=detector)
+    if not faces and retry_rotated:
+        faces = detect_faces(rgb, detector=detector, rotations=RETRY_ROTATIONS)
+    crops = np.stack([align_face(rgb, f) for f in faces]) if faces else np.zeros((0, SIZE, SIZE), np.uint8)
+    return PhotoFaces(rgb, faces, crops, skipped_detection=False)
+
+
+_BOX_COLOUR = (255, 64, 32)
+
+
+def draw_boxes(rgb: np.ndarray, faces: list[Face], colour: tuple[int, int, int] = _BOX_COLOUR) -> np.ndarray:
+    """A copy of the photo with each face boxed and numbered 1, 2, ... in list order."""
+    out = _as_rgb(rgb).copy()
+    h, w = out.shape[:2]
+    thick = max(2, round(max(h, w) / 400))
+    font_scale = max(0.5, max(h, w) / 900)
+    for number, face in enumerate(faces, start=1):
+        x, y, bw, bh = face.int_box
+        cv2.rectangle(out, (x, y), (x + bw, y + bh), colour, thick, cv2.LINE_AA)
+        label = str(number)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
+        ty = y - 4 if y - th - base - 4 >= 0 else min(h - 1, y + bh + th + 4)
+        tx = min(max(0, x), max(0, w - tw - 4))
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 4, ty + base), colour, -1)
+        cv2.putText(out, label, (tx + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
