@@ -95,8 +95,13 @@ class Run:
         return keras.Model(face, probs, name=self.id)
 
 
+ENV_SHIPPED = "FERLAB_SHIPPED"  # "0": leave the shipped runs out (tests, a clean classroom store)
+
+
 def shipped_roots() -> list[Path]:
     """The trained runs that come with the repo (``models/<name>/``), read-only."""
+    if os.environ.get(ENV_SHIPPED, "1") == "0":
+        return []
     models = Path(__file__).resolve().parent.parent / "models"
     return sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
 
@@ -141,7 +146,11 @@ class RunStore:
         return runs
 
     def in_progress(self) -> list[tuple[str, dict]]:
-        """(run id, last progress tick) of unfinished runs that have started."""
+        """(run id, last progress tick) of unfinished runs that have started.
+
+        Each tick says ``alive``: whether the process that wrote it still runs
+        (on this machine), so a killed training shows as interrupted at once.
+        """
         if not self.root.exists():
             return []
         out = []
@@ -149,9 +158,10 @@ class RunStore:
             tick = p / "progress.json"
             if tick.exists() and not (p / "metrics.json").exists():
                 try:
-                    out.append((p.name, json.loads(tick.read_text())))
+                    state = json.loads(tick.read_text())
                 except (OSError, json.JSONDecodeError):
                     continue
+                out.append((p.name, {**state, "alive": _alive(state.get("pid"))}))
         return out
 
     def delete(self, run_id: str) -> None:
@@ -224,12 +234,7 @@ class RunStore:
         if members < 2:
             raise ValueError("an ensemble needs at least 2 members")
         runs = [self.train(_bootstrap(config, i), data, progress) for i in range(members)]
-        cfg = {
-            "kind": "ensemble",
-            "members": [r.id for r in runs],
-            "base": config.to_dict(),
-            "label": f"ensemble x{members} {config.model.arch}",
-        }
+        cfg = ensemble_config(config, [r.id for r in runs])
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
@@ -279,8 +284,35 @@ def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: bool =
 # ----------------------------------------------------------------- helpers
 
 
+def ensemble_config(config: TrainConfig, member_ids: list[str]) -> dict:
+    """An ensemble's config: what its id hashes (with the data fingerprint)."""
+    return {
+        "kind": "ensemble",
+        "members": list(member_ids),
+        "base": config.to_dict(),
+        "label": f"ensemble x{len(member_ids)} {config.model.arch}",
+    }
+
+
+def member_ids(config: TrainConfig, members: int, fingerprint: str) -> list[str]:
+    """The run ids of a bagging ensemble's members, before any is trained."""
+    return [RunStore.run_id(_bootstrap(config, i).to_dict(), fingerprint) for i in range(members)]
+
+
 def _bootstrap(config: TrainConfig, member: int) -> TrainConfig:
     return replace(config, bootstrap=member)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def _report_split(data: FaceDataset) -> FaceDataset | None:
@@ -319,6 +351,6 @@ class _Ticker:
         now = time.monotonic()
         if now - self.last >= 1.0 or tick.batch == tick.batches:
             self.last = now
-            state = {"epoch": tick.epoch, "epochs": tick.epochs, "batch": tick.batch, "batches": tick.batches,
+            state = {"pid": os.getpid(), "epoch": tick.epoch, "epochs": tick.epochs, "batch": tick.batch, "batches": tick.batches,
                      "logs": {k: float(v) for k, v in tick.logs.items()}, "time": time.time()}
             write_text_atomic(self.path / "progress.json", json.dumps(state))
