@@ -1,0 +1,80 @@
+"""What models say about single faces, cached for the whole server.
+
+A class of 30 looks at the same few faces with the same few models, and a
+LIME map or a grid of gradient-ascent pictures costs seconds of CPU, so every
+result here is computed once per server with ``st.cache_data``. The cache key
+is the run's *path* (the model itself comes from ``state.model``, loaded once
+with ``st.cache_resource``; hashing a Keras model would be slow and
+meaningless) plus a digest of the face's bytes; the faces themselves are passed
+as ``_``-prefixed arguments, which Streamlit leaves out of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+
+from core.evaluation import predict_probs
+from core.explain import EXPLAINERS
+from core.explain.filters import class_images, feature_maps, filter_images
+from core.explain.gradcam import cam_sources
+from dashboard import state
+
+
+def digest(data: bytes | np.ndarray) -> str:
+    """SHA-256 of a file's bytes, or of an array's shape, type and pixels (equal faces, equal key)."""
+    if isinstance(data, np.ndarray):
+        array = np.ascontiguousarray(data)
+        data = f"{array.shape}{array.dtype}".encode() + array.tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def probabilities(run_path: str, faces_digest: str, _faces: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) uint8 faces -> (N, 7) probabilities of the run's model (an ensemble: averaged)."""
+    return predict_probs(state.model(run_path), np.asarray(_faces, np.uint8))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def unsupported(run_path: str, method: str) -> str | None:
+    """A short note on why ``method`` cannot explain this run's model, or None when it can.
+
+    Only Grad-CAM has a precondition: convolutional feature maps, which a DNN lacks
+    (``cam_sources`` raises ValueError then).
+    """
+    if method != "gradcam":
+        return None
+    try:
+        cam_sources(state.model(run_path))
+    except ValueError:
+        return "needs convolutional feature maps, and this model (a DNN) has none; the other methods work on any model."
+    return None
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def explanation(
+    run_path: str, face_digest: str, _face: np.ndarray, method: str, target: int, score: str, knobs: dict[str, float]
+) -> np.ndarray:
+    """(48, 48) map in 0..1: which pixels of the face drove ``target``'s score, by ``method``."""
+    explainer = EXPLAINERS[method](state.model(run_path), score=score, **knobs)
+    return explainer.explain(np.asarray(_face)[None], np.array([target]))[0]
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def filter_pictures(run_path: str, layer: str, start: int, count: int, steps: int) -> np.ndarray:
+    """(count, 48, 48) uint8: what maximally activates filters start..start+count-1 (one batched ascent)."""
+    return filter_images(state.model(run_path), layer, np.arange(start, start + count), steps)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def class_pictures(run_path: str, steps: int) -> np.ndarray:
+    """(7, 48, 48) uint8: a face grown from noise towards each emotion."""
+    return class_images(state.model(run_path), steps)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def layer_response(run_path: str, layer: str, face_digest: str, _face: np.ndarray) -> np.ndarray:
+    """(C, h, w) float32: every filter's feature map of one face."""
+    return feature_maps(state.model(run_path), layer, _face)

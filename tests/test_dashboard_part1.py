@@ -1,0 +1,311 @@
+"""Dashboard pages (part 1) driven with Streamlit's AppTest, on the demo set.
+
+A tiny run and a 2-member tiny ensemble are trained once per session into a
+temporary run store; every page is opened through ``dashboard/Home.py`` and
+``switch_page``, as a browser would. Only ``test_train_page_runs_a_training_
+in_the_background`` starts a real training process (1 epoch, bounded wait).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import core.runs
+from core.data import EMOTIONS, load_dataset
+from core.models import ModelSpec
+from core.runs import RunStore
+from core.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = str(ROOT / "dashboard" / "Home.py")
+TIMEOUT = 120
+TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """A run store with one tiny run and one tiny ensemble (2 members) on the demo set."""
+    root = tmp_path_factory.mktemp("runs")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FERLAB_RUNS", str(root))
+    patch.setattr(core.runs, "shipped_roots", lambda: [])  # only this session's runs
+    data = load_dataset("demo")
+    store = RunStore(root)
+    single = store.train(TINY, data)
+    ensemble = store.ensemble(TINY, 2, data)
+    yield SimpleNamespace(root=root, data=data, store=store, single=single, ensemble=ensemble)
+    patch.undo()
+
+
+def open_page(file: str, session: dict | None = None) -> AppTest:
+    """Home, then ``pages/<file>`` via switch_page, with ``session`` state set first."""
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    if file != "home.py":
+        at.switch_page(f"../pages/{file}").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by widget key: {key: figure JSON}."""
+    found = {}
+    for element in at.get("plotly_chart"):
+        found[element.key] = json.loads(element.proto.spec)
+    return found
+
+
+def table(at: AppTest, column: str):
+    """The first table on the page with that column (tables have no keys in AppTest)."""
+    return next(t.value for t in at.dataframe if column in t.value.columns)
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "success", "warning", "error") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+# ------------------------------------------------------------------- home
+
+
+def test_home_shows_data_runs_best_models_and_guide(lab):
+    at = open_page("home.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Faces loaded"] == f"{len(lab.data):,}"
+    assert metrics["Finished runs"] == "4"  # the run, the ensemble and its 2 members
+    best = table(at, "val accuracy")
+    assert set(best["kind"]) == {"single", "ensemble x2"}
+    assert len(at.page_link) == 5
+    assert "home_train_demo" not in [b.key for b in at.button]  # runs exist: no first-start offer
+
+
+def test_home_offers_a_demo_training_on_first_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "empty"))
+    monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
+    at = open_page("home.py")
+    assert {m.label: m.value for m in at.metric}["Finished runs"] == "0"
+    assert at.button(key="home_train_demo").label == "Train a demo model (~30 s)"
+
+
+# ------------------------------------------------------------------- data
+
+
+def test_data_page_shows_counts_distribution_samples_and_one_face(lab):
+    at = open_page("data.py")
+    figures = charts(at)
+    assert len(figures["data_distribution"]["data"]) == 2  # PublicTest and Training
+    assert figures["data_samples"]["layout"]["yaxis"]["ticktext"][3].startswith("Happy")
+    counts = table(at, "total")
+    assert counts.loc["Training", "total"] == int((lab.data.splits == "Training").sum())
+    assert list(counts.columns[:7]) == list(EMOTIONS)
+    at.number_input(key="data_face_index").set_value(5).run()
+    assert f"id `{lab.data.split(at.selectbox(key='data_face_split').value).ids[5]}`" in texts(at)
+    at.button(key="data_explain").click().run()
+    assert not at.exception
+    face = at.session_state["explain_image"]
+    assert face["image"].shape == (48, 48) and face["image"].dtype == np.uint8
+    assert at.title[0].value == "Explain"  # landed on the Explain page
+
+
+def test_data_page_reports_bad_path_and_bad_csv_and_keeps_the_data(lab, tmp_path):
+    at = open_page("data.py")
+    at.radio(key="data_source_kind").set_value("path").run()
+    at.text_input(key="data_source_path").input(str(tmp_path / "missing.csv")).run()
+    at.button(key="data_source_load").click().run()
+    assert not at.exception
+    assert "no such file" in at.error[0].value
+    assert "built-in demo set" in texts(at)  # still using the demo set
+
+    at.radio(key="data_source_kind").set_value("upload").run()
+    bad = b"emotion,pixels,Usage\n3," + b"1 " * 10 + b",Training\n"
+    at.file_uploader(key="data_source_upload").upload("bad.csv", bad, "text/csv").run()
+    assert not at.exception
+    assert "bad.csv: line 2, field 'pixels'" in at.error[0].value
+    assert "built-in demo set" in texts(at)
+
+
+def test_data_page_loads_an_uploaded_csv(lab):
+    rows = "\n".join(f"{i % 7},{' '.join(['128'] * 2304)},Training" for i in range(14))
+    at = open_page("data.py")
+    at.radio(key="data_source_kind").set_value("upload").run()
+    at.file_uploader(key="data_source_upload").upload("mine.csv", f"emotion,pixels,Usage\n{rows}\n".encode(), "text/csv").run()
+    assert not at.exception
+    assert "uploaded mine.csv" in texts(at) and "14 faces" in texts(at)
+
+
+# ------------------------------------------------------------------ train
+
+
+def _set_train_form(at: AppTest, epochs: int, seed: int = 0) -> None:
+    at.radio(key="train_kind").set_value("cnn")
+    at.selectbox(key="train_preset").set_value("tiny")
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.number_input(key="train_seed").set_value(seed)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_train_page_opens_the_cached_run_instead_of_retraining(lab):
+    at = open_page("train.py")
+    _set_train_form(at, epochs=TINY.epochs)
+    assert any(f"Cached run `{lab.single.id}`" in s.value for s in at.success)
+    assert "train_start" not in [b.key for b in at.button]
+    assert "train_cached_curves" in charts(at)
+    at.button(key="train_open_confusion.py").click().run()
+    assert not at.exception
+    assert at.session_state["selected_runs"] == [lab.single.id]
+    assert at.selectbox(key="confusion_run").value == lab.single.id
+    at.switch_page("../pages/train.py").run()  # the form comes back as it was left
+    assert at.number_input(key="train_epochs").value == TINY.epochs
+    assert any(f"Cached run `{lab.single.id}`" in s.value for s in at.success)
+
+    other = open_page("train.py")
+    _set_train_form(other, epochs=TINY.epochs + 1)
+    assert other.button(key="train_start").label == "Start training"
+    assert not other.success
+
+
+def test_train_page_runs_a_training_in_the_background(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
+    at = open_page("train.py")
+    _set_train_form(at, epochs=1, seed=7)
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    assert any("Training in the background" in i.value for i in at.info)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    deadline = time.monotonic() + 300
+    while not store.list() and time.monotonic() < deadline:
+        time.sleep(2)
+    (run,) = store.list()
+    assert (tmp_path / "runs" / "jobs" / f"{run.id}.log").exists()
+    at.run()
+    assert any(f"Cached run `{run.id}`" in s.value for s in at.success)
+
+
+def test_planned_ids_match_what_the_store_trains(lab):
+    from dashboard.jobs import plan
+
+    fingerprint = lab.data.fingerprint()
+    assert plan(["train", "--model", "tiny", "--epochs", "2"], fingerprint).run_id == lab.single.id
+    ensemble = plan(["ensemble", "--model", "tiny", "--epochs", "2", "--members", "2"], fingerprint)
+    assert ensemble.run_id == lab.ensemble.id
+    assert list(ensemble.member_ids) == lab.ensemble.config["members"]
+
+
+def test_an_upload_reaches_the_training_process_as_a_file_with_its_name(tmp_path):
+    from core.data import load_csv
+    from dashboard.jobs import data_argument
+    from dashboard.state import DEMO, upload_source
+
+    text = ("emotion,pixels,Usage\n" + "\n".join(f"{i % 7},{' '.join([str(i)] * 2304)},Training" for i in range(7)) + "\n").encode()
+    source = upload_source("faces.csv", text)
+    store = RunStore(tmp_path, shipped=[])
+    path = Path(data_argument(store, source, text))
+    assert path.name == "faces.csv" and path.read_bytes() == text
+    assert [p.name for p in path.parent.iterdir()] == ["faces.csv"]  # no temp file left behind
+    in_memory, on_disk = load_csv("faces.csv", text=text), load_dataset(path)
+    assert in_memory.fingerprint() == on_disk.fingerprint()  # same run ids
+    assert list(in_memory.ids) == list(on_disk.ids)  # same face ids: the gallery finds the faces
+    assert data_argument(store, DEMO, None) == "demo"
+
+
+def test_status_tells_new_running_interrupted_and_finished(lab, tmp_path):
+    from dashboard.jobs import STALE_SECONDS, plan, status
+
+    fingerprint = lab.data.fingerprint()
+    assert status(lab.store, plan(["train", "--model", "tiny", "--epochs", "2"], fingerprint)).state == "finished"
+    store = RunStore(tmp_path, shipped=[])
+    request = plan(["train", "--model", "tiny", "--epochs", "3"], fingerprint)
+    assert status(store, request).state == "new"
+    tick = {"pid": os.getpid(), "epoch": 1, "epochs": 3, "batch": 4, "batches": 18, "logs": {"loss": 1.5}, "time": time.time()}
+    (tmp_path / request.run_id).mkdir()
+    (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
+    running = status(store, request)
+    assert (running.state, running.training, running.tick["batch"]) == ("running", request.run_id, 4)
+    tick["time"] -= STALE_SECONDS + 1  # a training killed long ago leaves its last tick behind
+    (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
+    assert status(store, request).state == "interrupted"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tick.update(time=time.time(), pid=int(dead.stdout))  # a fresh tick from a process that is gone (SIGKILL)
+    (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
+    assert status(store, request).state == "interrupted"
+
+
+# ----------------------------------------------------------------- curves
+
+
+def test_curves_page_compares_runs_and_shows_the_ablation(lab):
+    at = open_page("curves.py")
+    at.multiselect(key="curves_runs").set_value([lab.single.id, lab.ensemble.id]).run()
+    assert not at.exception
+    figures = charts(at)
+    assert len(figures["curves_training"]["data"]) == 8  # 2 runs x (loss, accuracy) x (train, val)
+    assert len(figures["curves_times"]["data"]) == 2
+    summary = table(at, "trainable params")
+    assert list(summary["kind"]) == ["single", "ensemble x2"]
+    assert summary["trainable params"].iloc[1] == 2 * summary["trainable params"].iloc[0]
+    assert summary["test accuracy"].iloc[0] == pytest.approx(lab.single.metrics["test"]["accuracy"])
+    ablation = table(at, "setting")
+    assert list(ablation["setting"].astype(str)) == ["normalisation + augmentation"]
+    assert "curves_ablation" in figures
+
+
+# -------------------------------------------------------------- confusion
+
+
+def test_confusion_page_shows_heatmap_metrics_and_a_cells_faces(lab):
+    at = open_page("confusion.py", {"selected_runs": [lab.single.id]})
+    assert at.selectbox(key="confusion_run").value == lab.single.id
+    at.radio(key="confusion_split").set_value("val").run()
+    heat = charts(at)["confusion_heatmap"]
+    assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][1]["x"]) == 49
+    assert "confusion_per_class" in charts(at)
+    report = lab.single.metrics["val"]
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{report['accuracy']:.1%}"
+    confusion = np.array(report["confusion"])
+    t, p = max(((t, p) for t in range(7) for p in range(7)), key=lambda c: confusion[c])
+    at.selectbox(key="confusion_cell").set_value(f"{EMOTIONS[t]} → {EMOTIONS[p]}").run()
+    assert not at.exception
+    assert len(at.image) == min(confusion[t, p], 24)
+    assert f"{confusion[t, p]} faces, true {EMOTIONS[t]}, predicted {EMOTIONS[p]}" in texts(at)
+    at.button(key="confusion_explain_0").click().run()
+    assert not at.exception
+    face = at.session_state["explain_image"]
+    assert face["label"] == t and face["image"].shape == (48, 48)
+    assert at.title[0].value == "Explain"
+
+
+def test_confusion_page_switches_ensemble_rules(lab):
+    at = open_page("confusion.py", {"selected_runs": [lab.ensemble.id]})
+    at.radio(key="confusion_split").set_value("test").run()
+    at.radio(key="confusion_rule").set_value("vote").run()
+    assert not at.exception
+    vote = lab.ensemble.metrics["rules"]["vote"]["test"]
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{vote['accuracy']:.1%}"
+    assert len(at.image) > 0
+
+
+def test_confusion_page_asks_for_the_runs_data_when_another_is_loaded(lab, tmp_path):
+    from dashboard.state import DataSource
+
+    other = tmp_path / "other.csv"
+    other.write_text("emotion,pixels\n" + "\n".join(f"{i % 7},{' '.join(['7'] * 2304)}" for i in range(7)) + "\n")
+    at = open_page("confusion.py", {"selected_runs": [lab.single.id], "data_source": DataSource("path", str(other))})
+    assert any("Load it to see them" in i.value for i in at.info)
+    assert len(at.image) == 0
+    at.button(key="confusion_load_data").click().run()
+    assert not at.exception
+    assert at.session_state["data_source"].kind == "demo"
+    assert len(at.image) > 0
