@@ -1,0 +1,281 @@
+"""Dashboard part 2 with Streamlit's AppTest: Home's photo upload, Explain and Filters.
+
+Runs come from the session-wide ``dashboard_runs`` store (conftest: a tiny
+CNN, a 2-member tiny ensemble, a DNN matched to tiny); each test points
+$FERLAB_RUNS at it and leaves the shipped models out. Photos are built here:
+scikit-image's astronaut photo (a real face) for detection, demo faces for
+48x48 crops, and hand-made broken files. FERLAB_VIS_STEPS (conftest) keeps
+gradient ascent short.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import core.runs
+from core.data import EMOTIONS
+from dashboard.overlay import colormap, enlarge_to, heat_overlay, stretch
+from dashboard.photo_upload import prediction_table, read_photo
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = str(ROOT / "dashboard" / "Home.py")
+TIMEOUT = 180
+METHODS = ("Saliency", "SmoothGrad", "Grad-CAM", "LIME")
+
+
+@pytest.fixture
+def lab(dashboard_runs, monkeypatch):
+    monkeypatch.setenv("FERLAB_RUNS", str(dashboard_runs.root))
+    monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
+    return dashboard_runs
+
+
+def open_page(file: str, session: dict | None = None) -> AppTest:
+    """Home, then ``pages/<file>`` via switch_page, with ``session`` state set first."""
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
+    for key, value in (session or {}).items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    if file != "home.py":
+        at.switch_page(f"../pages/{file}").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def two_faces() -> bytes:
+    """The astronaut twice, side by side: a 512x1024 photo with two faces."""
+    from skimage import data
+
+    astronaut = data.astronaut()
+    return encode(np.hstack([astronaut, astronaut]), "JPEG")
+
+
+def no_face() -> bytes:
+    """A smooth colour gradient: nothing a detector could take for a face."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    return encode(np.stack([xx * 255 // 320, yy * 255 // 240, np.full_like(xx, 128)], axis=2).astype(np.uint8))
+
+
+def upload(at: AppTest, name: str, data: bytes, key: str = "home_photo_file") -> AppTest:
+    at.file_uploader(key=key).upload(name, data, "image/png").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def bars(at: AppTest, key: str) -> list[dict]:
+    chart = next(c for c in at.get("plotly_chart") if c.key == key)
+    return json.loads(chart.proto.spec)["data"]
+
+
+def numbers(values: list | dict) -> np.ndarray:
+    """A Plotly JSON array: a plain list, or the typed-array form {"dtype": "f8", "bdata": base64}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"]))
+    return np.asarray(values, dtype=float)
+
+
+def captions(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
+
+
+# ------------------------------------------------------------------- home
+
+
+def test_home_photo_boxes_every_face_and_every_model_predicts(lab, two_faces):
+    at = upload(open_page("home.py"), "class.jpg", two_faces)
+    assert "2 faces found, numbered left to right" in captions(at)
+    runs = [lab.cnn, lab.ensemble, lab.dnn]
+    at.multiselect(key="home_photo_runs").set_value([r.id for r in runs]).run()
+    table = at.dataframe[-1].value
+    assert list(table.index) == ["face 1", "face 2"] and len(table.columns) == 3
+    assert all(cell.split()[0] in EMOTIONS for cell in table.to_numpy().ravel())
+
+    traces = bars(at, "home_photo_bars")
+    assert len(traces) == 3
+    for trace in traces:
+        probs = numbers(trace["y"])
+        assert probs.shape == (7,) and (probs >= 0).all() and abs(probs.sum() - 1) < 1e-4
+        assert list(trace["x"]) == list(EMOTIONS)
+
+    at.radio(key="home_photo_face").set_value(1).run()
+    at.button(key="home_photo_explain").click().run()
+    assert not at.exception, at.exception
+    sent = at.session_state["explain_image"]
+    assert sent["image"].shape == (48, 48) and sent["label"] == -1 and "face 2" in sent["source"]
+    assert at.title[0].value == "Explain"
+
+
+def test_home_photo_without_a_face_offers_the_whole_image_or_a_centre_crop(lab):
+    at = upload(open_page("home.py"), "wall.png", no_face())
+    assert any("No face found" in w.value for w in at.warning)
+    assert not at.dataframe or "face 1" not in at.dataframe[-1].value.index  # nothing predicted until chosen
+    at.radio(key="home_photo_fallback").set_value("centre").run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[-1].value.index) == ["face 1"]
+    assert len(bars(at, "home_photo_bars")) == 3  # the default runs: CNN, ensemble and DNN (members left out)
+
+
+def test_home_48px_face_skips_detection_and_is_the_model_input(lab):
+    face = lab.data.images[7]
+    at = upload(open_page("home.py"), "face.png", encode(face))
+    assert any("already is a face crop" in c.value for c in at.caption)
+    at.button(key="home_photo_explain").click().run()
+    assert np.array_equal(at.session_state["explain_image"]["image"], face)
+
+
+def test_home_photo_from_the_camera(lab):
+    from skimage import data
+
+    at = open_page("home.py")
+    at.radio(key="home_photo_how").set_value("camera").run()
+    at.camera_input(key="home_photo_camera").set_value(("image.jpg", encode(data.astronaut(), "JPEG"), "image/jpeg")).run()
+    assert not at.exception, at.exception
+    assert "1 face found, numbered left to right" in captions(at)
+    assert list(at.dataframe[-1].value.index) == ["face 1"]
+
+
+def _huge() -> bytes:
+    return encode(Image.new("L", (10_000, 10_000), 128))
+
+
+def _rgba(face: np.ndarray) -> bytes:
+    alpha = np.full((48, 48), 255, np.uint8)
+    alpha[:, :8] = 0
+    return encode(np.dstack([face, face, face, alpha]))
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "kind", "words"),
+    [
+        ("notes.jpg", lambda face: b"these are my holiday notes, not a picture", "error", "not an image"),
+        ("cut.png", lambda face: encode(np.tile(face, (4, 4)))[:900], "error", "cut short"),
+        ("huge.png", lambda face: _huge(), "error", "too large"),
+        ("print.jpg", lambda face: encode(Image.fromarray(face).convert("CMYK"), "JPEG"), "warning", "CMYK"),
+        ("logo.png", _rgba, "warning", "transparent"),
+    ],
+)
+def test_bad_or_unusual_photos_give_a_message_not_a_traceback(lab, name, make, kind, words):
+    at = upload(open_page("home.py"), name, make(lab.data.images[3]))
+    messages = [m.value for m in getattr(at, kind)]
+    assert any(words in m for m in messages), messages
+    if kind == "error":
+        assert not at.dataframe or "val accuracy" in at.dataframe[-1].value.columns  # only Home's best-models table
+    else:
+        assert not at.error and list(at.dataframe[-1].value.index) == ["face 1"]  # converted and predicted
+
+
+def test_read_photo_and_prediction_table_without_a_browser(two_faces):
+    found = read_photo("two-faces", two_faces)
+    assert found.crops.shape == (2, 48, 48) and found.crops.dtype == np.uint8
+    assert found.boxed.shape == (512, 1024, 3) and not found.skipped_detection and found.fallbacks == {}
+    table = prediction_table({"a": np.eye(7)[[3, 5]], "b": np.full((2, 7), 1 / 7)})
+    assert table.loc["face 1", "a"] == "Happy 100%" and table.loc["face 2", "a"] == "Surprise 100%"
+    assert table.loc["face 2", "b"] == "Angry 14%"  # a tie goes to the first emotion
+
+
+# ---------------------------------------------------------------- explain
+
+
+def _explain(lab, face: np.ndarray, label: int = 3) -> AppTest:
+    at = open_page("explain.py", {"explain_image": {"image": face, "label": label, "source": "test face"}})
+    at.multiselect(key="explain_runs").set_value([lab.cnn.id, lab.ensemble.id, lab.dnn.id])
+    at.slider(key="explain_lime_samples").set_value(100)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_explain_draws_every_method_for_each_model_and_a_note_for_dnn_gradcam(lab):
+    at = _explain(lab, lab.data.images[0])
+    shown = captions(at)
+    assert shown.count("Saliency") == shown.count("SmoothGrad") == shown.count("LIME") == 3
+    assert shown.count("Grad-CAM") == 2  # the CNN and the ensemble
+    notes = [i.value for i in at.info if "Grad-CAM" in i.value]
+    assert len(notes) == 1 and "DNN" in notes[0]
+    headings = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert len(headings) == 3 and "ensemble" in headings[1] and "dnn" in headings[2]
+    assert sum("Predicts **" in m.value for m in at.markdown) == 3
+
+    at.radio(key="explain_target").set_value("other").run()
+    at.selectbox(key="explain_other").set_value(5).run()
+    at.radio(key="explain_score").set_value("softmax").run()
+    assert not at.exception, at.exception
+    assert sum("explaining **Surprise**" in m.value for m in at.markdown) == 3
+    at.multiselect(key="explain_methods").set_value(["gradcam"]).run()
+    assert captions(at).count("Grad-CAM") == 2 and "SmoothGrad" not in captions(at)
+
+
+def test_explain_takes_faces_from_the_data_set_and_from_a_photo(lab):
+    at = open_page("explain.py")
+    assert at.radio(key="explain_source").options == ["A face of the data set", "Upload a photo"]
+    at.multiselect(key="explain_runs").set_value([lab.cnn.id]).run()
+    at.number_input(key="explain_face_index").set_value(4).run()
+    assert not at.exception, at.exception
+    assert captions(at).count("LIME") == 1
+
+    at.radio(key="explain_source").set_value("upload").run()
+    upload(at, "me.png", encode(lab.data.images[9]), key="explain_photo_file")
+    assert any("your photo me.png, face 1" in c for c in captions(at))
+    assert captions(at).count("Saliency") == 1
+
+
+def test_a_face_sent_from_the_data_page_is_the_one_explained(lab):
+    at = open_page("explain.py")
+    at.radio(key="explain_source").set_value("upload").run()
+    at.switch_page("../pages/data.py").run()
+    at.number_input(key="data_face_index").set_value(3).run()
+    at.button(key="data_explain").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key="explain_source").value == "sent"
+    face_id = lab.data.split("Training").ids[3]
+    assert any(c.endswith(face_id) for c in captions(at)), captions(at)
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_filters_page_draws_filters_feature_maps_and_emotions(lab):
+    at = open_page("filters.py")
+    choices = at.selectbox(key="filters_run").options
+    assert len(choices) == 3  # the CNN and the ensemble's two members: no DNN, no ensemble
+    at.selectbox(key="filters_run").set_value(lab.cnn.id).run()
+    filters, maps, emotions = at.image[0], at.image[2], at.image[3]
+    assert filters.captions == [f"filter {i}" for i in range(16)] and maps.captions == filters.captions
+    assert emotions.captions == list(EMOTIONS)
+
+    at.selectbox(key="filters_layer").set_value("s2_conv").run()
+    at.number_input(key="filters_start").set_value(60).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="filters_count").value == 4  # only 64 filters in that layer
+    assert at.image[0].captions == [f"filter {i}" for i in range(60, 64)]
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def test_overlay_leaves_cold_pixels_alone_and_paints_hot_ones():
+    face = np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) % 256
+    heat = np.zeros((48, 48), np.float32)
+    heat[10, 20] = 1.0
+    out = heat_overlay(face.astype(np.uint8), heat, opacity=1.0, scale=4)
+    assert out.shape == (192, 192, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[0:4, 0:4, 0], np.full((4, 4), face[0, 0]))  # no heat: the face's own grey
+    assert np.array_equal(out[40:44, 80:84], np.broadcast_to(np.round(colormap(1.0)).astype(np.uint8), (4, 4, 3)))
+    assert np.array_equal(stretch(np.array([[[2.0, 4.0]], [[5.0, 5.0]]])), [[[0, 255]], [[0, 0]]])
+    assert enlarge_to(np.zeros((3, 12, 12)), 96).shape == (3, 96, 96)
