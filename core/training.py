@@ -263,9 +263,12 @@ def fit(
         callbacks.append(_ProgressCallback(progress, config.epochs, int(np.ceil(len(train) / config.batch_size))))
     stopped_early = done and config.early_stopping and _patience_exhausted(history, config.early_stopping)
     if done < config.epochs and not stopped_early:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done, callbacks=callbacks, verbose=0)
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
+                  shuffle=False, verbose=0)  # train_ds reshuffles itself each epoch
     history = read_history(workdir)
-    best = keras.models.load_model(workdir / "best.keras", safe_mode=True)
+    # A checkpoint carried to another machine may hold only last.keras.
+    best_path = workdir / "best.keras" if (workdir / "best.keras").exists() else workdir / "last.keras"
+    best = keras.models.load_model(best_path, safe_mode=True)
     return FitResult(
         model=inference_model(best, config.model),
         history=history,

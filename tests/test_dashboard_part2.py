@@ -260,10 +260,10 @@ def test_filters_page_draws_filters_feature_maps_and_emotions(lab):
     assert emotions.captions == list(EMOTIONS)
 
     at.selectbox(key="filters_layer").set_value("s2_conv").run()
-    at.number_input(key="filters_start").set_value(60).run()
+    at.number_input(key="filters_start").set_value(124).run()
     assert not at.exception, at.exception
-    assert at.number_input(key="filters_count").value == 4  # only 64 filters in that layer
-    assert at.image[0].captions == [f"filter {i}" for i in range(60, 64)]
+    assert at.number_input(key="filters_count").value == 4  # only 128 filters in that layer
+    assert at.image[0].captions == [f"filter {i}" for i in range(124, 128)]
 
 
 # ---------------------------------------------------------------- drawing

@@ -287,7 +287,7 @@ def test_class_images_raise_each_class_logit(cnn):
 
 def test_feature_maps_are_the_layers_output(cnn, faces):
     maps = feature_maps(cnn, "s0_conv", faces[0])
-    assert maps.shape == (16, 48, 48) and maps.dtype == np.float32
+    assert maps.shape == (32, 48, 48) and maps.dtype == np.float32
     layer = keras.Model(cnn.input, cnn.get_layer("s0_conv").output)
     direct = layer(faces[:1, ..., None].astype("float32"), training=False)
     np.testing.assert_allclose(maps, np.moveaxis(np.asarray(direct)[0], -1, 0), rtol=1e-5, atol=1e-5)
