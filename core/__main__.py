@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="a face image (png, jpg, ...): centre-cropped, grey, 48x48")
     p.add_argument("--tta", action="store_true")
 
+    p = sub.add_parser("snapshot", help="a finished run from the best checkpoint so far of an unfinished training")
+    _common(p)
+    p.add_argument("workdir", help="the unfinished run's folder (it is left as it is and can still be resumed)")
+
     p = sub.add_parser("list", help="finished runs")
     _common(p, data=False)
 
@@ -167,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
             result = store.train(config, data, progress=ProgressBar(), strategy=strategy)
         else:
             result = store.ensemble(config, args.members, data, progress=ProgressBar())
+        _print_summary(result)
+        print(result.path)
+        return 0
+    if args.command == "snapshot":
+        result = store.snapshot(Path(args.workdir), load_dataset(args.data))
         _print_summary(result)
         print(result.path)
         return 0

@@ -25,7 +25,7 @@ import pandas as pd
 
 from core.data import FaceDataset, canonical_split
 from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
-from core.models import count_params
+from core.models import count_params, inference_model
 from core.training import (
     FitResult,
     Progress,
@@ -35,6 +35,7 @@ from core.training import (
     hardware,
     read_history,
     save_atomic,
+    training_split,
     write_text_atomic,
 )
 
@@ -192,6 +193,34 @@ class RunStore:
         result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy)
         save_atomic(result.model, path / "model.keras")
         self._finish(path, data, config, result)
+        return Run(path)
+
+    def snapshot(self, workdir: Path, data: FaceDataset) -> Run:
+        """A finished run, in this store, from the best checkpoint so far of an
+        unfinished training (its ``workdir``), which is left untouched.
+
+        Long CPU trainings span sessions; a snapshot lets the dashboard use the
+        best weights so far. Its config records the epochs done, so its id differs
+        from the training's own and the same ``train`` command still resumes it.
+        """
+        workdir = Path(workdir)
+        history = read_history(workdir)
+        checkpoint = workdir / "best.keras"
+        if not len(history) or not checkpoint.exists():
+            raise ValueError(f"{workdir}: no finished epoch to take a snapshot of")
+        base = json.loads((workdir / "config.json").read_text())
+        config = TrainConfig.from_dict({k: v for k, v in base.items() if k not in ("kind", "label")})
+        done = len(history)
+        cfg = {**config.to_dict(), "snapshot_of": workdir.name, "epochs_done": done}
+        path = self.root / self.run_id(cfg, data.fingerprint())
+        path.mkdir(parents=True, exist_ok=True)
+        label = f"{base.get('label', config.model.arch)} (epoch {done} of {config.epochs})"
+        write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
+        write_text_atomic(path / "history.csv", history.to_csv(index=False))
+        train, val = training_split(data, config)
+        model = inference_model(keras.models.load_model(checkpoint, safe_mode=True), config.model)
+        save_atomic(model, path / "model.keras")
+        self._finish(path, data, config, FitResult(model, history, float(history["seconds"].sum()), train, val))
         return Run(path)
 
     def _finish(self, path: Path, data: FaceDataset, config: TrainConfig, result: FitResult) -> None:

@@ -191,3 +191,20 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
+    """The best checkpoint so far becomes a finished run; the training itself can still resume."""
+    from core.training import fit
+
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=5, batch_size=32)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
+    fit(TrainConfig(**{**config.__dict__, "epochs": 2}), demo_small, workdir)  # as if stopped after epoch 2
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    snap = RunStore(tmp_path / "shipped", shipped=[]).snapshot(workdir, demo_small)
+    assert snap.id != workdir.name and "epoch 2 of 5" in snap.label
+    assert snap.metrics["epochs_run"] == 2 and snap.metrics["test"]["n"] == 70
+    assert (workdir / "last.keras").exists() and not (workdir / "metrics.json").exists()
+    resumed = store.train(config, demo_small)
+    assert resumed.path == workdir and resumed.history()["epoch"].tolist() == [1, 2, 3, 4, 5]
