@@ -10,6 +10,7 @@ respond to. Nothing here imports Streamlit.
 from core.explain.base import SCORES, Explainer, Score
 from core.explain.gradcam import GradCAM
 from core.explain.lime import Lime, segment_face
+from core.explain.occlusion import REGIONS, Occlusion, occlude_regions
 from core.explain.saliency import Saliency
 from core.explain.smoothgrad import SmoothGrad
 
@@ -18,6 +19,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "smoothgrad": SmoothGrad,
     "gradcam": GradCAM,
     "lime": Lime,
+    "occlusion": Occlusion,
 }
 
-__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "Lime", "Saliency", "Score", "SmoothGrad", "segment_face"]
+__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "Lime", "Occlusion", "REGIONS", "Saliency", "Score", "SmoothGrad", "occlude_regions", "segment_face"]
