@@ -1,0 +1,61 @@
+"""Held-out accuracy of stored runs, with and without flip test-time augmentation.
+
+    python bench/accuracy.py --data ../shared/fer2013/fer2013.csv.gz --split PublicTest RUN [RUN ...]
+
+RUN is a run id (or unique prefix) in the store (``--runs``, $FERLAB_RUNS or
+./runs) or among the shipped runs in models/. An ensemble prints one row per
+combination rule. The reference reports' PublicTest figures are printed
+beside ours, so the table can go into the README as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.data import load_dataset  # noqa: E402
+from core.runs import RunStore, evaluate  # noqa: E402
+
+REFERENCE = [
+    ("report: single CNN", "0.6851 / 0.7074 / 0.7191"),
+    ("report: 7-CNN bagged ensemble", "0.7292"),
+    ("report: DNNs", "0.34-0.43"),
+    ("published single network (SOTA)", "~0.73"),
+    ("published ensembles", "~0.75-0.77"),
+    ("PyPI `fer` package", "0.58"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run ids")
+    parser.add_argument("--data", required=True, help="a labelled data set, e.g. the FER2013 CSV")
+    parser.add_argument("--split", default="PublicTest")
+    parser.add_argument("--runs-dir", default=None, help="run store (default: $FERLAB_RUNS or ./runs)")
+    args = parser.parse_args()
+    store = RunStore(args.runs_dir)
+    data = load_dataset(args.data)
+    print(f"| run | rule | params | {args.split} | {args.split} + flip TTA |")
+    print("|---|---|---:|---:|---:|")
+    for run_id in args.runs:
+        run = store.get(run_id)
+        if run is None:
+            print(f"error: no finished run '{run_id}'", file=sys.stderr)
+            return 2
+        plain = evaluate(run, data, split=args.split)
+        tta = evaluate(run, data, split=args.split, tta=True)
+        params = run.metrics["params"]["trainable"]
+        for rule in plain:
+            print(f"| {run.label} | {rule} | {params:,} | {plain[rule]['accuracy']:.4f} | {tta[rule]['accuracy']:.4f} |")
+    for name, figure in REFERENCE:
+        print(f"| {name} | | | {figure} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
