@@ -569,10 +569,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         import keras
 
-        try:
-            import core.models  # noqa: F401 - registers the project's custom layers, if any
-        except Exception:  # noqa: BLE001
-            pass
         model = keras.models.load_model(args.model, safe_mode=True)
         print()
         print(f"model: {args.model}")

@@ -7,7 +7,6 @@ never a traceback: users of this tool are students, not debuggers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

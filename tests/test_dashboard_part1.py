@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 import core.runs
@@ -24,9 +25,6 @@ from core.models import ModelSpec
 from core.runs import RunStore
 from core.training import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "dashboard" / "Home.py")
-TIMEOUT = 120
 TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2)
 
 
@@ -43,19 +41,6 @@ def lab(tmp_path_factory):
     ensemble = store.ensemble(TINY, 2, data)
     yield SimpleNamespace(root=root, data=data, store=store, single=single, ensemble=ensemble)
     patch.undo()
-
-
-def open_page(file: str, session: dict | None = None) -> AppTest:
-    """Home, then ``pages/<file>`` via switch_page, with ``session`` state set first."""
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    for key, value in (session or {}).items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    if file != "home.py":
-        at.switch_page(f"../pages/{file}").run()
-        assert not at.exception, at.exception
-    return at
 
 
 def charts(at: AppTest) -> dict[str, dict]:

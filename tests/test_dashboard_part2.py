@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 
 import core.runs
@@ -25,9 +25,6 @@ from core.data import EMOTIONS
 from dashboard.overlay import colormap, enlarge_to, heat_overlay, stretch
 from dashboard.photo_upload import prediction_table, read_photo
 
-ROOT = Path(__file__).resolve().parent.parent
-HOME = str(ROOT / "dashboard" / "Home.py")
-TIMEOUT = 180
 METHODS = ("Saliency", "SmoothGrad", "Grad-CAM", "LIME")
 
 
@@ -36,19 +33,6 @@ def lab(dashboard_runs, monkeypatch):
     monkeypatch.setenv("FERLAB_RUNS", str(dashboard_runs.root))
     monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
     return dashboard_runs
-
-
-def open_page(file: str, session: dict | None = None) -> AppTest:
-    """Home, then ``pages/<file>`` via switch_page, with ``session`` state set first."""
-    at = AppTest.from_file(HOME, default_timeout=TIMEOUT)
-    for key, value in (session or {}).items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    if file != "home.py":
-        at.switch_page(f"../pages/{file}").run()
-        assert not at.exception, at.exception
-    return at
 
 
 def encode(image: np.ndarray | Image.Image, fmt: str = "PNG") -> bytes:
