@@ -301,20 +301,10 @@ def make_photos(data_path: Path, n: int, seed: int) -> tuple[list[Photo], np.nda
 # ---------------------------------------------------------------------------
 
 
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(truths: list[Truth], faces: list[F.Face]) -> dict[int, int]:
     """Greedy IoU matching: truth index -> face index."""
     pairs = sorted(
-        ((iou(t.box, f.box), i, j) for i, t in enumerate(truths) for j, f in enumerate(faces)), reverse=True
+        ((F.box_iou(t.box, f.box), i, j) for i, t in enumerate(truths) for j, f in enumerate(faces)), reverse=True
     )
     out: dict[int, int] = {}
     used: set[int] = set()

@@ -359,7 +359,8 @@ def _detect_rotated(rgb: np.ndarray, detector: str, min_score: float | None, ang
     return out
 
 
-def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes: how detections are matched."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -371,7 +372,7 @@ def _merge(kept: list[Face], new: list[Face], overlap: float = 0.4) -> list[Face
     """Union of two detection lists; of two faces that overlap, the higher score stays."""
     out = list(kept)
     for face in new:
-        clash = [i for i, k in enumerate(out) if _box_iou(k.box, face.box) > overlap]
+        clash = [i for i, k in enumerate(out) if box_iou(k.box, face.box) > overlap]
         if not clash:
             out.append(face)
         elif all(face.score > out[i].score for i in clash):

@@ -14,6 +14,7 @@ import weakref
 import keras
 import numpy as np
 import pytest
+from block_model import COLS, ROWS, build_block_model
 
 from core.demo import make_demo
 from core.explain import EXPLAINERS, Lime, Saliency, SmoothGrad, segment_face
@@ -23,7 +24,6 @@ from core.explain.lime import _VectorisedLime
 from core.models import ModelSpec, build_model, last_conv_layer, logits_model
 
 FAST = {"lime": {"n_samples": 200}, "smoothgrad": {"n_samples": 8}}  # knobs that keep each call well under a second
-ROWS, COLS = slice(16, 24), slice(24, 32)  # the block model's block: cell (2, 3) of a 6x6 grid of 8 px cells
 
 
 def knobs(key: str) -> dict:
@@ -54,24 +54,7 @@ def ensemble() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def block_model() -> keras.Model:
-    """Logits that depend only on the pixels in [ROWS, COLS], all increasing in their brightness.
-
-    masked face -> 1x1 conv -> 8x8 max-pool (only cell (2, 3) is non-zero) ->
-    1x1 conv "conv" (Grad-CAM's layer, 6x6) -> average -> logits. Positive
-    weights and no biases make every feature >= 0 and every class prefer a
-    brighter block.
-    """
-    mask = np.zeros((48, 48, 1), np.float32)
-    mask[ROWS, COLS] = 1
-    positive = keras.initializers.RandomUniform(0.1, 1.0, seed=0)
-    face = keras.Input((48, 48, 1), name="face")
-    x = keras.ops.multiply(keras.layers.Rescaling(1 / 255)(face), mask)
-    x = keras.layers.Conv2D(4, 1, activation="relu", use_bias=False, kernel_initializer=positive)(x)
-    x = keras.layers.MaxPooling2D(8)(x)  # (B, 6, 6, 4)
-    x = keras.layers.Conv2D(4, 1, activation="relu", use_bias=False, kernel_initializer=positive, name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(7, kernel_initializer=positive, name="logits")(x)
-    return keras.Model(face, keras.layers.Activation("softmax", name="probs")(logits))
+    return build_block_model()
 
 
 @pytest.fixture(scope="module")

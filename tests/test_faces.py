@@ -81,15 +81,6 @@ def encode(rgb: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
     return buf.getvalue()
 
 
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
-
-
 def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
 
@@ -127,7 +118,7 @@ def test_three_faces_in_a_composite_photo(astronaut, astro_face):
     xs = [f.box[0] for f in found.faces]
     assert xs == sorted(xs), "faces must come left to right"
     for face, box in zip(found.faces, expected):
-        assert iou(face.box, box) > 0.5, (face.box, box)
+        assert F.box_iou(face.box, box) > 0.5, (face.box, box)
         assert face.keypoints is not None and set(face.keypoints) == set(F.KEYPOINTS)
 
 
@@ -140,7 +131,7 @@ def test_photo_without_a_face_gives_no_faces():
 def test_haar_detector_finds_the_face_without_keypoints(astronaut, astro_face):
     faces = F.detect_faces(astronaut, detector="haar")
     assert len(faces) == 1 and faces[0].keypoints is None and faces[0].detector == "haar"
-    assert iou(faces[0].box, astro_face.box) > 0.5
+    assert F.box_iou(faces[0].box, astro_face.box) > 0.5
     # The box-based crop frames the same face as the keypoint one, roughly.
     assert corr(F.align_face(astronaut, faces[0]), F.align_face(astronaut, astro_face)) > 0.6
     with pytest.raises(ValueError):
@@ -152,7 +143,7 @@ def test_large_photos_are_shrunk_for_detection_and_boxes_mapped_back(astronaut, 
     faces = F.detect_faces(big)  # detected at DETECT_MAX_SIDE (800), reported at 2048
     assert len(faces) == 1
     scaled = tuple(v * 4 for v in astro_face.box)
-    assert iou(faces[0].box, scaled) > 0.8, (faces[0].box, scaled)
+    assert F.box_iou(faces[0].box, scaled) > 0.8, (faces[0].box, scaled)
     assert corr(F.align_face(big, faces[0]), F.align_face(astronaut, astro_face)) > 0.95
 
 
@@ -171,7 +162,7 @@ def test_detection_is_thread_safe(astronaut, astro_face):
     for t in threads:
         t.join()
     assert not errors
-    assert len(results) == 4 and all(len(r) == 1 and iou(r[0].box, astro_face.box) > 0.99 for r in results)
+    assert len(results) == 4 and all(len(r) == 1 and F.box_iou(r[0].box, astro_face.box) > 0.99 for r in results)
     assert F._mtcnn() is F._mtcnn()
 
 
@@ -288,7 +279,7 @@ def test_exif_rotated_jpeg_gives_the_same_faces_as_the_upright_photo(astronaut):
     assert b.rgb.shape == a.rgb.shape == upright.shape
     assert np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() < 3
     assert len(a.faces) == len(b.faces) == 1
-    assert iou(a.faces[0].box, b.faces[0].box) > 0.9
+    assert F.box_iou(a.faces[0].box, b.faces[0].box) > 0.9
     assert corr(a.crops[0], b.crops[0]) > 0.97
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from block_model import COLS, ROWS, build_block_model
 
 from core.demo import make_demo
 from core.explain import EXPLAINERS, Occlusion, Saliency
@@ -28,23 +29,11 @@ from core.explain.trust import (
 from core.faces import FER_TEMPLATE
 from core.models import ModelSpec, build_model
 
-ROWS, COLS = slice(16, 24), slice(24, 32)  # the block model's block
 
 
 @pytest.fixture(scope="module")
 def block_model() -> keras.Model:
-    """Logits that depend only on the pixels in [ROWS, COLS] (see test_explain.py)."""
-    mask = np.zeros((48, 48, 1), np.float32)
-    mask[ROWS, COLS] = 1
-    positive = keras.initializers.RandomUniform(0.1, 1.0, seed=0)
-    face = keras.Input((48, 48, 1), name="face")
-    x = keras.ops.multiply(keras.layers.Rescaling(1 / 255)(face), mask)
-    x = keras.layers.Conv2D(4, 1, activation="relu", use_bias=False, kernel_initializer=positive)(x)
-    x = keras.layers.MaxPooling2D(8)(x)
-    x = keras.layers.Conv2D(4, 1, activation="relu", use_bias=False, kernel_initializer=positive, name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(7, kernel_initializer=positive, name="logits")(x)
-    return keras.Model(face, keras.layers.Activation("softmax", name="probs")(logits))
+    return build_block_model()
 
 
 @pytest.fixture(scope="module")
