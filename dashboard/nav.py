@@ -56,6 +56,13 @@ def navigation() -> StreamlitPage:
     return st.navigation(sections)
 
 
+def stop_without_runs(message: str = "No finished runs yet: train one first.") -> NoReturn:
+    """Stop a page that needs a trained run, pointing the user to Train instead."""
+    st.info(message)
+    st.page_link(page_path("train.py"), label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+
 def open_page(file: str) -> NoReturn:
     st.switch_page(page_path(file))
 

@@ -23,9 +23,7 @@ SPLITS = {"val": "validation", "test": "test (PublicTest)"}
 st.title("Confusion")
 runs = state.run_store().list()
 if not runs:
-    st.info("No finished runs yet: train one first.")
-    st.page_link(nav.page_path("train.py"), label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    nav.stop_without_runs()
 
 run = pickers.run_picker(runs, key="confusion_run")
 preds = state.predictions(str(run.path))

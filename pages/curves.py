@@ -19,9 +19,7 @@ SUMMARY_COLUMNS = ["run", "kind", "epochs", "trainable params", "non-trainable p
 st.title("Curves")
 runs = state.run_store().list()
 if not runs:
-    st.info("No finished runs yet: train one first.")
-    st.page_link(nav.page_path("train.py"), label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    nav.stop_without_runs()
 
 chosen = pickers.runs_picker(runs, key="curves_runs")
 if chosen:

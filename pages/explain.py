@@ -24,9 +24,7 @@ SOURCES = {"sent": "Face sent from another page", "data": "A face of the data se
 st.title("Explain")
 runs = state.run_store().list()
 if not runs:
-    st.info("No finished runs yet: train one first.")
-    st.page_link(nav.page_path("train.py"), label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    nav.stop_without_runs()
 
 # ---------------------------------------------------------------- the face
 sent = st.session_state.get(nav.EXPLAIN_KEY)

@@ -30,9 +30,7 @@ def is_cnn(run: Run) -> bool:
 st.title("Filters")
 runs = [run for run in state.run_store().list() if is_cnn(run)]
 if not runs:
-    st.info("No finished CNN run yet (DNNs have no convolution filters): train one first.")
-    st.page_link(nav.page_path("train.py"), label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    nav.stop_without_runs("No finished CNN run yet (DNNs have no convolution filters): train one first.")
 
 run = pickers.run_picker(runs, key="filters_run", label="CNN run")
 path = str(run.path)

@@ -294,3 +294,11 @@ def test_confusion_page_asks_for_the_runs_data_when_another_is_loaded(lab, tmp_p
     assert not at.exception
     assert at.session_state["data_source"].kind == "demo"
     assert len(at.image) > 0
+
+
+@pytest.mark.parametrize("page", ["curves.py", "confusion.py", "explain.py", "filters.py"])
+def test_pages_without_runs_point_to_train(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "empty"))
+    monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
+    at = open_page(page)
+    assert any("train one first" in info.value for info in at.info)
