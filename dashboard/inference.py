@@ -41,10 +41,10 @@ def probabilities(run_path: str, faces_digest: str, _faces: np.ndarray) -> np.nd
 def unsupported(run_path: str, method: str) -> str | None:
     """A short note on why ``method`` cannot explain this run's model, or None when it can.
 
-    Only Grad-CAM has a precondition: convolutional feature maps, which a DNN lacks
-    (``cam_sources`` raises ValueError then).
+    Only the CAM methods have a precondition (``needs_conv``): convolutional feature
+    maps, which a DNN lacks (``cam_sources`` raises ValueError then).
     """
-    if method != "gradcam":
+    if not EXPLAINERS[method].needs_conv:
         return None
     try:
         cam_sources(state.model(run_path))

@@ -1,4 +1,4 @@
-"""Explain: which pixels of one face drive each model's decision, by four methods at once.
+"""Explain: which pixels of one face drive each model's decision, by several methods at once.
 
 One row per model and one column per method, every map drawn over the same
 face on the same 0..1 scale, so students can see whether methods agree and
@@ -18,7 +18,8 @@ from core.figures import upscale
 from dashboard import inference, nav, photo_upload, pickers, state
 from dashboard.overlay import colour_bar, heat_overlay
 
-METHODS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "lime": "LIME"}
+METHODS = {key: cls.title for key, cls in EXPLAINERS.items()}
+DEFAULT_METHODS = ["saliency", "smoothgrad", "gradcam", "lime"]
 SOURCES = {"sent": "Face sent from another page", "data": "A face of the data set", "upload": "Upload a photo"}
 
 st.title("Explain")
@@ -50,7 +51,7 @@ face_digest = inference.digest(np.asarray(image, np.uint8))
 
 # --------------------------------------------------------------- settings
 chosen = pickers.runs_picker(runs, key="explain_runs")
-pickers.seed_widget("explain_methods", list(METHODS))
+pickers.seed_widget("explain_methods", DEFAULT_METHODS)
 methods = st.multiselect("Methods", list(METHODS), format_func=METHODS.get, key="explain_methods")
 targets = {
     "predicted": "each model's prediction",

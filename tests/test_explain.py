@@ -19,7 +19,9 @@ from block_model import COLS, ROWS, build_block_model
 from core.demo import make_demo
 from core.explain import EXPLAINERS, Lime, Saliency, SmoothGrad, segment_face
 from core.explain.filters import ENV_STEPS, capped_steps, class_images, feature_maps, filter_images
-from core.explain.gradcam import GradCAM
+from core.explain.base import scores
+from core.explain.gradcam import GradCAM, GradCAMPlusPlus
+from core.explain.integrated import integrated_gradients
 from core.explain.lime import _VectorisedLime
 from core.models import ModelSpec, build_model, last_conv_layer, logits_model
 
@@ -84,6 +86,7 @@ def assert_maps(maps: np.ndarray, n: int, may_be_empty: bool = False) -> None:
 def test_every_explainer_keeps_the_contract(key, kind, faces, request):
     model = request.getfixturevalue(kind)
     assert EXPLAINERS[key].description.strip() and "\n" not in EXPLAINERS[key].description
+    assert EXPLAINERS[key].title.strip()
     targets = np.array([0, 3, 6])
     maps = EXPLAINERS[key](model, **knobs(key)).explain(faces, targets)
     assert_maps(maps, 3, may_be_empty=key == "gradcam")  # ReLU'd: an untrained CNN can have no positive evidence
@@ -92,9 +95,9 @@ def test_every_explainer_keeps_the_contract(key, kind, faces, request):
 
 
 @pytest.mark.parametrize("key", sorted(EXPLAINERS))
-def test_on_a_dnn_gradcam_refuses_clearly_and_the_rest_work(key, faces):
+def test_on_a_dnn_the_cam_methods_refuse_clearly_and_the_rest_work(key, faces):
     dnn = build_model(ModelSpec("dnn", dnn_match="tiny"))
-    if key == "gradcam":
+    if EXPLAINERS[key].needs_conv:
         with pytest.raises(ValueError, match="Grad-CAM needs a convolutional layer"):
             EXPLAINERS[key](dnn)
     else:
@@ -161,6 +164,46 @@ def test_gradcam_agrees_with_tf_keras_vis(cnn, faces):
     peaks = theirs.max(axis=(1, 2), keepdims=True)
     assert (peaks > 0).any()
     np.testing.assert_allclose(ours, theirs / np.where(peaks > 0, peaks, 1), atol=1e-4)
+
+
+def test_gradcam_plus_plus_agrees_with_tf_keras_vis(cnn, faces):
+    """As for Grad-CAM; the two differ, or the test would not tell them apart."""
+    import tensorflow as tf
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    ours = GradCAMPlusPlus(cnn).explain(faces, [0, 3, 6])
+    theirs = GradcamPlusPlus(logits_model(cnn), clone=False)(
+        CategoricalScore([0, 3, 6]), faces[..., None].astype(np.float32),
+        penultimate_layer=last_conv_layer(cnn), expand_cam=False, normalize_cam=False,
+    )  # (3, 6, 6)
+    theirs = tf.image.resize(np.asarray(theirs)[..., None], (48, 48)).numpy()[..., 0]
+    peaks = theirs.max(axis=(1, 2), keepdims=True)
+    assert (peaks > 0).any()
+    np.testing.assert_allclose(ours, theirs / np.where(peaks > 0, peaks, 1), atol=1e-4)
+    assert np.abs(ours - GradCAM(cnn).explain(faces, [0, 3, 6])).max() > 0.05
+
+
+def test_integrated_gradients_of_a_linear_score_is_weight_times_change():
+    """Exact for a linear score with any number of steps, and complete: the sum is score(face) - score(baseline)."""
+    keras.utils.set_random_seed(3)
+    face_in = keras.Input((48, 48, 1))
+    logits = keras.layers.Dense(7, name="logits")(keras.layers.Flatten()(face_in))
+    linear = keras.Model(face_in, keras.layers.Activation("softmax", name="probs")(logits))
+    face = np.random.default_rng(0).uniform(0, 255, (1, 48, 48)).astype(np.float32)
+    weights = linear.get_layer("logits").kernel.numpy()[:, 4].reshape(48, 48)
+    for steps in (1, 5):
+        attributions = integrated_gradients(linear, "logit", face, np.array([4]), baseline=10.0, steps=steps)[0]
+        np.testing.assert_allclose(attributions, weights * (face[0] - 10.0), rtol=1e-4, atol=1e-4)
+    change = scores(linear, "logit", face)[0, 4] - scores(linear, "logit", np.full_like(face, 10.0))[0, 4]
+    np.testing.assert_allclose(attributions.sum(), change, rtol=1e-3)
+
+
+def test_integrated_gradients_is_complete_on_a_cnn(cnn, faces):
+    """On a ReLU network the midpoint sum converges to score(face) - score(black face)."""
+    attributions = integrated_gradients(cnn, "logit", faces, np.array([0, 3, 6]), steps=256)
+    change = scores(cnn, "logit", faces)[[0, 1, 2], [0, 3, 6]] - scores(cnn, "logit", np.zeros_like(faces))[:, [0, 3, 6]][[0, 1, 2], [0, 1, 2]]
+    np.testing.assert_allclose(attributions.sum(axis=(1, 2)), change, rtol=0.02, atol=0.02)
 
 
 def test_ensemble_gradcam_averages_its_members(ensemble, faces):

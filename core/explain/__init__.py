@@ -8,7 +8,8 @@ respond to. Nothing here imports Streamlit.
 """
 
 from core.explain.base import SCORES, Explainer, Score
-from core.explain.gradcam import GradCAM
+from core.explain.gradcam import GradCAM, GradCAMPlusPlus
+from core.explain.integrated import IntegratedGradients
 from core.explain.lime import Lime, segment_face
 from core.explain.occlusion import REGIONS, Occlusion, occlude_regions
 from core.explain.saliency import Saliency
@@ -17,9 +18,11 @@ from core.explain.smoothgrad import SmoothGrad
 EXPLAINERS: dict[str, type[Explainer]] = {
     "saliency": Saliency,
     "smoothgrad": SmoothGrad,
+    "integrated": IntegratedGradients,
     "gradcam": GradCAM,
+    "gradcampp": GradCAMPlusPlus,
     "lime": Lime,
     "occlusion": Occlusion,
 }
 
-__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "Lime", "Occlusion", "REGIONS", "Saliency", "Score", "SmoothGrad", "occlude_regions", "segment_face"]
+__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients", "Lime", "Occlusion", "REGIONS", "Saliency", "Score", "SmoothGrad", "occlude_regions", "segment_face"]

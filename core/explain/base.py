@@ -150,10 +150,14 @@ class Explainer(ABC):
     """``explain(images, targets) -> maps``; see the module docstring for the contract.
 
     Subclasses take their own knobs as keyword arguments with defaults, set a
-    one-line ``description`` for the dashboard, and implement ``_maps``.
+    short ``title`` and a one-line ``description`` for the dashboard, and
+    implement ``_maps``. ``needs_conv``: the method works only on models with
+    convolutional feature maps (it raises ValueError at construction on others).
     """
 
+    title: ClassVar[str]
     description: ClassVar[str]
+    needs_conv: ClassVar[bool] = False
 
     def __init__(self, model: keras.Model, *, score: Score = "logit"):
         self.model = model

@@ -69,6 +69,7 @@ class Lime(Explainer):
     painted over a hidden superpixel (None: the face's mean; the module docstring says why).
     """
 
+    title = "LIME"
     description = "LIME: hides random superpixels (~50 SLIC regions), fits a linear model of the score (slow)"
 
     def __init__(

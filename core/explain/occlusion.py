@@ -107,6 +107,7 @@ class Occlusion(Explainer):
     faces go through the model in batches.
     """
 
+    title = "Occlusion"
     description = "Occlusion: slides a grey patch over the face, maps how much hiding each spot lowers the score"
 
     def __init__(self, model: keras.Model, *, score: Score = "logit", patch: int = 8, stride: int = 4,

@@ -15,6 +15,7 @@ class Saliency(Explainer):
     from pixel to pixel, which is what SmoothGrad averages away.
     """
 
+    title = "Saliency"
     description = "Vanilla gradient |d score / d pixel|: where a tiny change moves the score most (fast, noisy)"
 
     def _maps(self, faces: np.ndarray, targets: np.ndarray) -> np.ndarray:

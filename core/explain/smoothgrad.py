@@ -21,6 +21,7 @@ class SmoothGrad(Explainer):
     this is exactly ``Saliency``.
     """
 
+    title = "SmoothGrad"
     description = "SmoothGrad: the gradient averaged over noisy copies of the face (cleaner than saliency, n x slower)"
 
     def __init__(
