@@ -193,7 +193,7 @@ def test_integrated_gradients_of_a_linear_score_is_weight_times_change():
     face = np.random.default_rng(0).uniform(0, 255, (1, 48, 48)).astype(np.float32)
     weights = linear.get_layer("logits").kernel.numpy()[:, 4].reshape(48, 48)
     for steps in (1, 5):
-        attributions = integrated_gradients(linear, "logit", face, np.array([4]), baseline=10.0, steps=steps)[0]
+        attributions = integrated_gradients(linear, "logit", face, np.array([4]), np.full_like(face, 10.0), steps=steps)[0]
         np.testing.assert_allclose(attributions, weights * (face[0] - 10.0), rtol=1e-4, atol=1e-4)
     change = scores(linear, "logit", face)[0, 4] - scores(linear, "logit", np.full_like(face, 10.0))[0, 4]
     np.testing.assert_allclose(attributions.sum(), change, rtol=1e-3)
@@ -201,7 +201,7 @@ def test_integrated_gradients_of_a_linear_score_is_weight_times_change():
 
 def test_integrated_gradients_is_complete_on_a_cnn(cnn, faces):
     """On a ReLU network the midpoint sum converges to score(face) - score(black face)."""
-    attributions = integrated_gradients(cnn, "logit", faces, np.array([0, 3, 6]), steps=256)
+    attributions = integrated_gradients(cnn, "logit", faces, np.array([0, 3, 6]), np.zeros_like(faces), steps=256)
     change = scores(cnn, "logit", faces)[[0, 1, 2], [0, 3, 6]] - scores(cnn, "logit", np.zeros_like(faces))[:, [0, 3, 6]][[0, 1, 2], [0, 1, 2]]
     np.testing.assert_allclose(attributions.sum(axis=(1, 2)), change, rtol=0.02, atol=0.02)
 

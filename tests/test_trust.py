@@ -2,10 +2,13 @@
 
 The "block model" (as in test_explain.py) sees only one 8x8 block, so the
 perfect map is known; a tiny CNN trained for a few seconds on demo faces
-serves the sanity check and the region occlusion.
+serves the sanity check and the region occlusion, and the demo CNN shipped in
+models/demo shows that hiding the mouth changes Happy answers.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,6 +18,7 @@ from block_model import COLS, ROWS, build_block_model
 from core.demo import make_demo
 from core.explain import EXPLAINERS, Occlusion, Saliency
 from core.explain.base import scores
+from core.explain.compare import compare_methods
 from core.explain.occlusion import REGIONS, occlude_regions, patch_starts, region_mask
 from core.explain.trust import (
     auc,
@@ -28,6 +32,7 @@ from core.explain.trust import (
 )
 from core.faces import FER_TEMPLATE
 from core.models import ModelSpec, build_model
+from core.runs import Run
 
 
 
@@ -227,10 +232,8 @@ def test_regions_sit_on_the_fer_template():
 def test_hiding_the_mouth_lowers_happy_on_faces_the_model_calls_happy(demo_model):
     """On every Happy face the model calls Happy, hiding the mouth (the smile) lowers p(Happy).
 
-    The issue asks that it *change the prediction*; a 12-epoch tiny model on
-    280 faces is not confident enough for that on most faces (its surest Happy
-    face is at p ~ 0.77 and stays Happy without its mouth), so that stronger
-    claim is checked in ``..._flips_...`` below and expected to fail for now.
+    That it *changes the prediction* needs a better-trained model: the
+    shipped demo CNN, in the test below.
     """
     model, images, labels = demo_model
     probs = scores(model, "softmax", images)
@@ -245,10 +248,64 @@ def test_hiding_the_mouth_lowers_happy_on_faces_the_model_calls_happy(demo_model
     assert np.mean(probs[happy, 3] - mouth) > 0.05
 
 
-@pytest.mark.xfail(reason="a briefly trained tiny model is not confident enough; see the test above", strict=False)
-def test_hiding_the_mouth_flips_the_surest_happy_prediction(demo_model):
-    model, images, labels = demo_model
-    probs = scores(model, "softmax", images)
-    happy = np.flatnonzero((labels == 3) & (probs.argmax(axis=1) == 3))
-    face = images[happy[np.argmax(probs[happy, 3])]]
-    assert occlude_regions(model, face, ["mouth"])["mouth"].argmax() != 3
+def test_hiding_the_mouth_flips_happy_predictions_of_the_shipped_demo_model():
+    """The demo CNN shipped in models/demo (trained 10 epochs, 0.74 on demo test faces) reads Happy off the mouth.
+
+    Happy and Neutral demo faces differ mainly by the mouth (``core.demo``), so
+    hiding it must change many of the model's Happy answers, far more than
+    hiding the eyes, the brows or a box of the mouth's size on the forehead does.
+    """
+    model = Run(Path(__file__).parents[1] / "models" / "demo" / "tiny-a4e6614394").model()
+    data = make_demo(n_per_class=40, test_per_class=10, seed=3)
+    happy = data.images[(data.labels == 3) & (scores(model, "softmax", data.images).argmax(axis=1) == 3)]
+    assert len(happy) >= 20
+
+    def flip_rate(mask: np.ndarray) -> float:
+        covered = happy.astype(np.float32)
+        for face in covered:
+            face[mask] = face.mean()
+        return float(np.mean(scores(model, "softmax", covered).argmax(axis=1) != 3))
+
+    mouth = flip_rate(region_mask("mouth"))
+    others = [flip_rate(region_mask("eyes")), flip_rate(region_mask("brows")), flip_rate(np.roll(region_mask("mouth"), -30, axis=0))]
+    assert mouth >= 0.3 and mouth > 2 * max(others)
+    # and occlude_regions, what Home's "cover the mouth" calls, agrees face by face
+    first = occlude_regions(model, happy[0], ["mouth"])["mouth"]
+    manual = happy[0].astype(np.float32)
+    manual[region_mask("mouth")] = manual.mean()
+    np.testing.assert_allclose(first, scores(model, "softmax", manual[None])[0], rtol=1e-5)
+
+
+# ------------------------------------------------------- which method to trust
+
+
+def test_compare_methods_tabulates_each_check_per_method(sharp_block_model, bright_block_face):
+    """Every figure in the table is the mean of the per-face checks, rows best first, a DNN-only refusal noted."""
+    faces = np.stack([bright_block_face, np.clip(bright_block_face.astype(int) - 20, 0, 255), bright_block_face[:, ::-1]])
+    targets = np.zeros(3, int)
+    masks = np.zeros((3, 48, 48), bool)
+    masks[:, ROWS, COLS] = True
+    seen: list[tuple[int, int]] = []
+    table = compare_methods(sharp_block_model, faces, targets, {"saliency": {}, "gradcam": {}, "occlusion": {}},
+                            masks=masks, sanity_faces=1, steps=10, progress=lambda what, done, total: seen.append((done, total)))
+    assert list(table["method"][:2]) == sorted(["saliency", "occlusion"], key=lambda m: -table.set_index("method")["gain"][m])
+    assert table["method"].iloc[-1] == "gradcam" and "convolutional" in table["note"].iloc[-1]
+    assert np.isnan(table["gain"].iloc[-1])
+    assert seen[-1][0] == seen[-1][1] and all(b >= a for (a, _), (b, _) in zip(seen, seen[1:]))
+
+    row = table.set_index("method").loc["saliency"]
+    maps = Saliency(sharp_block_model).explain(faces, targets)
+    gains = [deletion_insertion(sharp_block_model, f, 0, m, steps=10)["gain"] for f, m in zip(faces, maps)]
+    assert row["gain"] == pytest.approx(np.mean(gains)) and row["gain"] > 0
+    assert row["gain_sem"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(3))
+    assert row["mass_ratio"] == pytest.approx(ground_truth_mass(maps, masks)["mass_ratio"]) and row["mass_ratio"] > 1
+    assert row["pointing"] == 1.0
+    cascade = sanity_check(sharp_block_model, Saliency, faces[0], 0)
+    assert row["sanity_spearman"] == pytest.approx(cascade[-1]["spearman"])
+    assert row["sanity_pass"] == float(passes(cascade))
+    assert row["explain_s"] > 0 and row["faithfulness_s"] > 0 and row["sanity_s"] > 0
+
+    without = compare_methods(sharp_block_model, faces[:1], targets[:1], {"saliency": {}}, sanity_faces=0, steps=10)
+    assert np.isnan(without["mass_ratio"][0]) and np.isnan(without["sanity_pass"][0])
+    with pytest.raises(ValueError, match="one target per face"):
+        compare_methods(sharp_block_model, faces, targets[:2])
