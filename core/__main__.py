@@ -52,6 +52,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="no training-time augmentation")
     parser.add_argument("--no-normalize", action="store_true", help="feed raw 0..255 grey levels")
     parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
+    parser.add_argument("--init-from", metavar="RUN_ID",
+                        help="start from the weights of this finished run of the same model (fine-tuning)")
     parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute (faster on CPUs with AMX/AVX-512 BF16)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                         help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
@@ -116,6 +118,7 @@ def config_from_args(args: argparse.Namespace):
         val_fraction=args.val_fraction,
         seed=args.seed,
         mixed_precision=args.bf16,
+        init_from=args.init_from,
     )
 
 

@@ -186,11 +186,16 @@ class RunStore:
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
+        init = None
+        if config.init_from is not None:
+            if (start := self.get(config.init_from)) is None:
+                raise ValueError(f"no finished run '{config.init_from}' to start from (python -m core list shows them)")
+            init = start.model()
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         label = f"{config.model.arch}" + (f" bag{config.bootstrap}" if config.bootstrap is not None else "")
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
-        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy)
+        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init)
         save_atomic(result.model, path / "model.keras")
         self._finish(path, data, config, result)
         return Run(path)

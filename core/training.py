@@ -45,13 +45,26 @@ class TrainConfig:
     bootstrap: int | None = None  # bagging member: seed of its bootstrap resample
     mixed_precision: bool = False  # mixed_bfloat16 compute, float32 weights
     train_split: str = "Training"
+    init_from: str | None = None  # id of a finished run of the same model whose weights training starts from
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as stored and hashed into the run id.
+
+        Fields added after runs were shipped are left out while at their
+        default, so those runs keep their ids (and stay cache hits).
+        """
+        d = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**{**d, "model": ModelSpec.from_dict(d["model"])})
+
+
+_LATER_FIELDS = {"init_from": None}
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,14 @@ def build_compiled(config: TrainConfig, train: FaceDataset) -> keras.Model:
         metrics=["accuracy"],
     )
     return model
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """``target`` takes ``source``'s weights; both are builds of one preset (augmentation layers hold none)."""
+    ours, theirs = target.get_weights(), source.get_weights()
+    if [w.shape for w in ours] != [w.shape for w in theirs]:
+        raise ValueError(f"cannot start '{target.name}' from the weights of '{source.name}': the layers differ")
+    target.set_weights(theirs)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -235,11 +256,14 @@ def fit(
     workdir: Path,
     progress: ProgressFn | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    init: keras.Model | None = None,
 ) -> FitResult:
     """Train (or resume training) ``config`` on ``data`` with checkpoints in ``workdir``.
 
     ``strategy``: a ``tf.distribute`` strategy (MirroredStrategy for several
     GPUs, MultiWorkerMirroredStrategy from TF_CONFIG); the batch size is global.
+    ``init``: the trained model ``config.init_from`` names (same architecture):
+    a fresh start copies its weights (fine-tuning); a resumed one ignores it.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +280,8 @@ def fit(
         else:
             history, done = history.iloc[:0], 0
             model = build_compiled(config, train)
+            if init is not None:
+                copy_weights(init, model)
     train_ds = make_dataset(train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed)
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from core.evaluation import combine, metrics
-from core.models import ModelSpec
+from core.models import ModelSpec, last_conv_layer
 from core.runs import RunStore, evaluate
 from core.training import TrainConfig, training_split
 
@@ -141,7 +141,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, {str(ROOT)!r})
 from core.demo import make_demo
-from core.models import ModelSpec
+from core.models import ModelSpec, last_conv_layer
 from core.runs import RunStore
 from core.training import TrainConfig
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -184,6 +184,7 @@ def test_cli_train_list_predict_evaluate(tmp_path):
         (["train", "--data", "/nope.csv", "--epochs", "1"], "/nope.csv: no such file"),
         (["predict", "nope", "face.png"], "no finished run 'nope'"),
         (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--epochs", "1", "--init-from", "tiny-0000000000"], "no finished run 'tiny-0000000000' to start from"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):
@@ -191,6 +192,32 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
+    """With a zero learning rate the started run keeps the weights it was given; its id differs."""
+    from dataclasses import replace
+
+    store = RunStore(runs_dir, shipped=[])
+    start = store.train(TINY, demo_small)
+    frozen = replace(TINY, epochs=1, learning_rate=0.0, init_from=start.id)
+    tuned = store.train(frozen, demo_small)
+    assert tuned.id != start.id and tuned.config["init_from"] == start.id
+    conv = last_conv_layer(start.model())
+    np.testing.assert_array_equal(tuned.model().get_layer(conv).get_weights()[0], start.model().get_layer(conv).get_weights()[0])
+    with pytest.raises(ValueError, match="the layers differ"):
+        store.train(replace(frozen, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
+
+
+def test_shipped_runs_keep_their_ids():
+    """Config fields added later stay out of the hash at their default: shipped run ids still match their configs."""
+    for folder in sorted((ROOT / "models").glob("*/*")):
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("kind") != "single":
+            continue
+        fingerprint = json.loads((folder / "metrics.json").read_text())["data"]["fingerprint"]
+        stored = {k: v for k, v in config.items() if k not in ("kind", "label")}
+        assert RunStore.run_id(TrainConfig.from_dict(stored).to_dict(), fingerprint) == folder.name
 
 
 def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
