@@ -286,3 +286,58 @@ def probability_bars(probs: dict[str, np.ndarray]) -> go.Figure:
         height=360,
     )
     return fig
+
+
+# ---------------------------------------------------------------- trust
+
+
+def sanity_curves(cascades: dict[str, list[dict]], threshold: float) -> go.Figure:
+    """Spearman (solid) and SSIM (dotted) with the original map as more layers are randomised, per method.
+
+    x is the layer randomised last (every layer before it on the axis is
+    random too), from the output towards the input. A method that passes
+    drops below ``threshold`` (drawn) by the right end: its map depended on
+    what the model learnt.
+    """
+    fig = go.Figure()
+    for index, (name, rows) in enumerate(cascades.items()):
+        layers = [row["layer"] for row in rows]
+        for metric, dash in (("spearman", "solid"), ("ssim", "dot")):
+            fig.add_scatter(
+                x=layers, y=[row[metric] for row in rows], mode="lines+markers", name=name, legendgroup=name,
+                showlegend=metric == "spearman", line=dict(color=run_colour(index), dash=dash),
+                hovertemplate=f"{name}<br>up to %{{x}} random<br>{metric} %{{y:.2f}}<extra></extra>",
+            )
+    fig.add_hline(y=threshold, line=dict(color="grey", dash="dash"), annotation_text=f"pass: Spearman < {threshold}")
+    fig.update_layout(
+        xaxis=dict(title="randomised down to layer (from the output)", type="category"),
+        yaxis=dict(title="similarity to the original map", range=[-0.5, 1.05]),
+        legend_title="method (solid: Spearman, dotted: SSIM)", margin=dict(t=30, b=10), height=380,
+    )
+    return fig
+
+
+def method_ranking(table: pd.DataFrame, threshold: float) -> go.Figure:
+    """``core.explain.compare`` table -> one bar chart per check, methods in the table's order.
+
+    Faithfulness gain (with its standard error; > 0 beats random), the sanity
+    check's final Spearman (lower is better; ``threshold``, the pass line, drawn), ground-truth
+    mass ratio (> 1 beats chance; only on the demo set) and milliseconds per
+    face for the map. The checks have different scales, hence four panels.
+    """
+    table = table[table["gain"].notna()]
+    panels = [("gain", "faithfulness gain", 0.0), ("sanity_spearman", "sanity: final Spearman", threshold),
+              ("mass_ratio", "ground truth: mass ratio", 1.0), ("explain_s", "ms per face", None)]
+    panels = [p for p in panels if table[p[0]].notna().any()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title, _ in panels])
+    for col, (column, title, level) in enumerate(panels, start=1):
+        values = table[column] * (1000 if column == "explain_s" else 1)
+        error = dict(type="data", array=table["gain_sem"]) if column == "gain" else None
+        fig.add_bar(x=table["title"], y=values, error_y=error, marker_color=[run_colour(i) for i in range(len(table))],
+                    showlegend=False, hovertemplate=f"%{{x}}<br>{title} %{{y:.3g}}<extra></extra>", row=1, col=col)
+        if level is not None:
+            fig.add_hline(y=level, line=dict(color="grey", dash="dash"), row=1, col=col)
+        if column == "explain_s":
+            fig.update_yaxes(type="log", row=1, col=col)
+    fig.update_layout(margin=dict(t=40, b=10), height=380)
+    return fig

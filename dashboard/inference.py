@@ -20,6 +20,7 @@ from core.evaluation import predict_probs
 from core.explain import EXPLAINERS
 from core.explain.filters import class_images, feature_maps, filter_images
 from core.explain.gradcam import cam_sources
+from core.explain.trust import deletion_insertion, sanity_check
 from dashboard import state
 
 
@@ -78,3 +79,21 @@ def class_pictures(run_path: str, steps: int) -> np.ndarray:
 def layer_response(run_path: str, layer: str, face_digest: str, _face: np.ndarray) -> np.ndarray:
     """(C, h, w) float32: every filter's feature map of one face."""
     return feature_maps(state.model(run_path), layer, _face)
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def faithfulness(
+    run_path: str, face_digest: str, _face: np.ndarray, method: str, target: int, score: str, knobs: dict[str, float]
+) -> dict:
+    """Deletion and insertion curves of that map (``core.explain.trust.deletion_insertion``), with their AUCs."""
+    heat = explanation(run_path, face_digest, _face, method, target, score, knobs)
+    return deletion_insertion(state.model(run_path), _face, target, heat)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sanity(
+    run_path: str, face_digest: str, _face: np.ndarray, method: str, target: int, score: str, knobs: dict[str, float]
+) -> list[dict]:
+    """The cascading randomisation of that map (``core.explain.trust.sanity_check``), on a copy of the model."""
+    return sanity_check(state.model(run_path), EXPLAINERS[method], _face, target, score=score, **knobs)
+

@@ -5,8 +5,11 @@ face on the same 0..1 scale, so students can see whether methods agree and
 whether a CNN and a DNN of the same size look at the same places. The face
 comes from another page (``st.session_state["explain_image"]``, see
 ``dashboard.nav.send_to_explain``), the data set, or an uploaded photo.
-Every map is cached per (run, face, method, target, score, settings), so a
-class looking at the same face waits once.
+Under each map: its deletion / insertion areas against random pixel orders,
+and, after "Run sanity check", whether it survives randomising the model
+(``core.explain.trust``). Every map and check is cached per (run, face,
+method, target, score, settings), so a class looking at the same face waits
+once.
 """
 
 import numpy as np
@@ -14,12 +17,14 @@ import streamlit as st
 
 from core.data import EMOTIONS
 from core.explain import EXPLAINERS
-from core.figures import upscale
+from core.explain.trust import PASS_SPEARMAN, passes
+from core.figures import sanity_curves, upscale
 from dashboard import inference, nav, photo_upload, pickers, state
 from dashboard.overlay import colour_bar, heat_overlay
 
 METHODS = {key: cls.title for key, cls in EXPLAINERS.items()}
 DEFAULT_METHODS = ["saliency", "smoothgrad", "gradcam", "lime"]
+CASCADE_COLUMNS = 6  # maps shown per method in the sanity cascade (evenly spaced layers)
 SOURCES = {"sent": "Face sent from another page", "data": "A face of the data set", "upload": "Upload a photo"}
 
 st.title("Explain")
@@ -95,6 +100,13 @@ if not chosen or not methods:
     st.info("Choose at least one run and one method.")
     st.stop()
 
+show_trust = st.toggle("Trust scores under each map", value=True, key="explain_trust",
+                       help="Deletion / insertion: the model's probability of the class while the map's most important "
+                       "pixels are greyed out first (deletion, lower area is better) or revealed first on a grey face "
+                       "(insertion, higher is better), against random pixel orders. Gain > 0: the map knows better "
+                       "than chance which pixels matter.")
+sanity_asked: set = st.session_state.setdefault("explain_sanity_asked", set())
+
 for run in chosen:
     path = str(run.path)
     probs = inference.probabilities(path, face_digest, np.asarray(image, np.uint8)[None])[0]
@@ -103,12 +115,42 @@ for run in chosen:
     st.markdown(f"#### {pickers.run_title(run)}")
     st.markdown(f"Predicts **{EMOTIONS[predicted]}** ({probs[predicted]:.0%}); explaining **{EMOTIONS[target]}** "
                 f"({probs[target]:.0%}). All: " + " · ".join(f"{name} {p:.0%}" for name, p in zip(EMOTIONS, probs)))
+    supported = [m for m in methods if not inference.unsupported(path, m)]
+    sanity_key = (path, face_digest, target, score)
+    cascades: dict[str, list[dict]] = {}
     for cell, method in zip(st.columns(len(methods)), methods):
         with cell:
-            note = inference.unsupported(path, method)
-            if note:
-                st.info(f"**{METHODS[method]}**: {note}")
+            if method not in supported:
+                st.info(f"**{METHODS[method]}**: {inference.unsupported(path, method)}")
                 continue
             with st.spinner(f"{METHODS[method]}…"):
                 heat = inference.explanation(path, face_digest, image, method, target, score, knobs[method])
             st.image(heat_overlay(image, heat, opacity), caption=METHODS[method], output_format="PNG")
+            if show_trust:
+                with st.spinner("deletion and insertion…"):
+                    curves = inference.faithfulness(path, face_digest, image, method, target, score, knobs[method])
+                st.caption(f"gain **{curves['gain']:+.2f}** · deletion AUC {curves['deletion_auc']:.2f} "
+                           f"(random {curves['random_deletion_auc']:.2f}) · insertion AUC {curves['insertion_auc']:.2f} "
+                           f"(random {curves['random_insertion_auc']:.2f})")
+            if sanity_key in sanity_asked:
+                with st.spinner("sanity check: randomising layers…"):
+                    cascades[METHODS[method]] = inference.sanity(path, face_digest, image, method, target, score, knobs[method])
+                verdict = "passes" if passes(cascades[METHODS[method]]) else "**fails**"
+                st.caption(f"sanity check {verdict}: Spearman {cascades[METHODS[method]][-1]['spearman']:.2f} "
+                           f"with every layer random")
+    if not supported:
+        continue
+    if sanity_key not in sanity_asked:
+        if st.button("Run sanity check", key=f"explain_sanity_{run.id}",
+                     help="Re-initialise the model's layers from the output down, one more at a time (on a copy), and "
+                     "redraw each map: a map that keeps its structure explains the face, not the model "
+                     "(Adebayo et al. 2018). Seconds per method; LIME takes longest."):
+            sanity_asked.add(sanity_key)
+            st.rerun()
+        continue
+    with st.expander(f"Sanity check: the maps as layers are randomised ({run.id})", expanded=True):
+        st.plotly_chart(sanity_curves(cascades, PASS_SPEARMAN), key=f"explain_sanity_chart_{run.id}")
+        for name, rows in cascades.items():
+            shown = rows[:: max(1, len(rows) // CASCADE_COLUMNS)][:CASCADE_COLUMNS]
+            st.image([heat_overlay(image, row["map"], opacity) for row in shown],
+                     caption=[f"{name}: random to {row['layer']}" for row in shown], width=110, output_format="PNG")

@@ -22,6 +22,9 @@ from streamlit.testing.v1 import AppTest
 
 import core.runs
 from core.data import EMOTIONS
+from core.explain import Saliency
+from core.explain.base import scores
+from core.explain.trust import deletion_insertion, passes, sanity_check
 from dashboard.overlay import colormap, enlarge_to, heat_overlay, stretch
 from dashboard.photo_upload import prediction_table, read_photo
 
@@ -203,6 +206,33 @@ def test_explain_draws_every_method_for_each_model_and_a_note_for_dnn_gradcam(la
     assert sum("explaining **Surprise**" in m.value for m in at.markdown) == 3
     at.multiselect(key="explain_methods").set_value(["gradcam"]).run()
     assert captions(at).count("Grad-CAM") == 2 and "SmoothGrad" not in captions(at)
+
+
+def test_explain_shows_each_maps_trust_scores_and_runs_the_sanity_check(lab):
+    face = lab.data.images[0]
+    at = open_page("explain.py", {"explain_image": {"image": face, "label": 3, "source": "test face"}})
+    at.multiselect(key="explain_runs").set_value([lab.cnn.id])
+    at.multiselect(key="explain_methods").set_value(["saliency", "gradcam"]).run()
+    assert not at.exception, at.exception
+    trust = [c.value for c in at.caption if "deletion AUC" in c.value]
+    assert len(trust) == 2
+    model = lab.cnn.model()
+    target = int(scores(model, "softmax", face[None])[0].argmax())
+    expected = deletion_insertion(model, face, target, Saliency(model).explain(face[None], [target])[0])
+    assert f"gain **{expected['gain']:+.2f}**" in trust[0] and f"deletion AUC {expected['deletion_auc']:.2f}" in trust[0]
+
+    at.button(key=f"explain_sanity_{lab.cnn.id}").click().run()
+    assert not at.exception, at.exception
+    verdicts = [c.value for c in at.caption if c.value.startswith("sanity check")]
+    cascade = sanity_check(model, Saliency, face, target)
+    assert len(verdicts) == 2 and f"Spearman {cascade[-1]['spearman']:.2f}" in verdicts[0]
+    assert ("passes" in verdicts[0]) == passes(cascade)
+    chart = next(c for c in at.get("plotly_chart") if c.key == f"explain_sanity_chart_{lab.cnn.id}")
+    assert len(json.loads(chart.proto.spec)["data"]) == 4  # Spearman and SSIM for each method
+    assert sum("random to" in c for c in captions(at)) >= 4
+
+    at.toggle(key="explain_trust").set_value(False).run()
+    assert not [c for c in at.caption if "deletion AUC" in c.value]
 
 
 def test_explain_takes_faces_from_the_data_set_and_from_a_photo(lab):

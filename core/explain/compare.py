@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.explain import EXPLAINERS
-from core.explain.base import as_faces, scores
+from core.explain.base import as_faces
 from core.explain.trust import deletion_insertion, ground_truth_mass, passes, sanity_check
 
 Progress = Callable[[str, int, int], None]  # (what is being done, steps done, steps in all)
@@ -72,7 +72,7 @@ def compare_methods(
     methods = {key: {} for key in EXPLAINERS} if methods is None else methods
     n_sanity = min(sanity_faces, len(x))
     total, done = len(methods) * (1 + len(x) + n_sanity), 0
-    scores(model, "softmax", x[:1])  # traces the forward pass the curves use
+    deletion_insertion(model, x[0], int(targets[0]), np.ones(x.shape[1:]), steps=steps)  # warms up the curves' forward pass
     rows = []
     for key, knobs in methods.items():
         cls = EXPLAINERS[key]
