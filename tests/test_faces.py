@@ -203,6 +203,38 @@ def test_search_in_turned_photos_maps_faces_back(astronaut, astro_face):
     assert abs(redetected_eye_angle(F.align_face(rotated, haar[0]))) < 6
 
 
+def test_second_look_finds_a_small_strongly_tilted_face(astronaut, astro_face):
+    # The astronaut at 0.3x (face box ~30 px) turned 60 degrees: past what the
+    # upright pass accepts, but ONet doubts the box, and a closer, turned look finds it.
+    (lx, ly), (rx, ry) = astro_face.keypoints["left_eye"], astro_face.keypoints["right_eye"]
+    centre = ((lx + rx) / 2, (ly + ry) / 2)
+    m = cv2.getRotationMatrix2D(centre, 60, 0.3)
+    m[:, 2] += (320 - centre[0], 240 - centre[1])
+    photo = cv2.warpAffine(astronaut, m, (640, 480), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 120, 150))
+    assert F.detect_faces(photo, recheck=False) == []  # the check below can fail
+    faces = F.detect_faces(photo)
+    assert len(faces) == 1 and faces[0].angle in F.RECHECK_ANGLES and faces[0].angle != 0
+    assert faces[0].score >= F.MTCNN_MIN_SCORE
+    for name in F.KEYPOINTS:
+        expected = m @ np.array([*astro_face.keypoints[name], 1.0])
+        assert np.hypot(*np.subtract(faces[0].keypoints[name], expected)) < 3, name  # eye distance is ~13 px
+    assert abs(faces[0].eye_angle() + 60) < 10
+
+
+def test_turned_view_maps_back_to_photo_pixels():
+    # A bright dot, seen in views shrunk (big box) and enlarged (small box), turned.
+    photo = np.zeros((600, 800, 3), np.uint8)
+    cv2.circle(photo, (430, 310), 3, (255, 255, 255), -1)
+    for box, angle in (((250.0, 150.0, 300.0, 300.0), 35.0), ((380.0, 280.0, 40.0, 40.0), -20.0)):
+        view, back = F._turned_view(photo, box, angle)
+        assert view.shape == (F.RECHECK_SIZE, F.RECHECK_SIZE, 3)
+        grey = cv2.GaussianBlur(view[..., 0].astype(np.float32), (0, 0), 2)
+        v, u = np.unravel_index(np.argmax(grey), grey.shape)
+        x, y = back @ np.array([u + 0.5, v + 0.5, 1.0])  # pixel centre in edge coordinates
+        pixel = np.sqrt(abs(np.linalg.det(back[:, :2])))  # photo pixels per view pixel
+        assert np.hypot(x - 430.5, y - 310.5) < max(1.5, 1.5 * pixel), (box, x, y)
+
+
 def test_aligned_crop_of_an_upscaled_48px_face_matches_it(astronaut, astro_face):
     face48 = F.align_face(astronaut, astro_face)  # a FER2013-framed face
     for factor in (3, 5):
