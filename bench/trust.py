@@ -25,12 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from core.data import load_dataset  # noqa: E402
 from core.evaluation import predict_probs  # noqa: E402
-from core.explain.compare import compare_methods  # noqa: E402
+from core.explain.compare import compare_methods, held_out_sample  # noqa: E402
 from core.runs import REPORT_SPLIT, Run  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "fer2013" / "fer2013.csv.gz"
@@ -66,15 +65,13 @@ def markdown(table: pd.DataFrame) -> str:
 
 def bench(name: str, source: str | Path, n: int, sanity_faces: int, lime_samples: int, seed: int) -> None:
     run = Run(MODELS[name])
-    held_out = load_dataset(source).split(REPORT_SPLIT)
-    pick = np.random.default_rng(seed).choice(len(held_out), size=min(n, len(held_out)), replace=False)
-    faces = held_out.images[pick]
-    masks = None if held_out.masks is None else held_out.masks[pick]
+    sample = held_out_sample(load_dataset(source), n, seed)
+    faces = sample.images
     model = run.model()
     targets = predict_probs(model, faces).argmax(axis=1)  # each face's own prediction, as the Explain view defaults
     start = time.perf_counter()
     table = compare_methods(model, faces, targets, {key: {} for key in METHODS} | {"lime": {"n_samples": lime_samples}},
-                            masks=masks, sanity_faces=sanity_faces)
+                            masks=sample.masks, sanity_faces=sanity_faces)
     print(f"\n### {name}: {run.id} on {len(faces)} {REPORT_SPLIT} faces ({time.perf_counter() - start:.0f} s in all)\n")
     print(markdown(table), flush=True)
 

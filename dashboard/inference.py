@@ -12,12 +12,16 @@ as ``_``-prefixed arguments, which Streamlit leaves out of the key.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
+from core.data import FaceDataset
 from core.evaluation import predict_probs
 from core.explain import EXPLAINERS
+from core.explain.compare import Progress, compare_methods
 from core.explain.filters import class_images, feature_maps, filter_images
 from core.explain.gradcam import cam_sources
 from core.explain.trust import deletion_insertion, sanity_check
@@ -97,3 +101,34 @@ def sanity(
     """The cascading randomisation of that map (``core.explain.trust.sanity_check``), on a copy of the model."""
     return sanity_check(state.model(run_path), EXPLAINERS[method], _face, target, score=score, **knobs)
 
+
+
+# ------------------------------------------------------- method comparisons
+
+
+@st.cache_resource
+def _comparisons() -> dict:
+    """Server-wide: finished comparison tables by key, and one lock that runs them one at a time.
+
+    A comparison takes minutes of CPU; when a whole class presses "Compare"
+    together, the first computes and the others wait for it and read its table.
+    """
+    return {"lock": threading.Lock(), "tables": {}}
+
+
+def comparison(key: tuple) -> pd.DataFrame | None:
+    """The finished table for ``key``, if any session computed it."""
+    return _comparisons()["tables"].get(key)
+
+
+def compare(key: tuple, run_path: str, sample: FaceDataset, methods: dict[str, dict], sanity_faces: int,
+            progress: Progress) -> pd.DataFrame:
+    """``core.explain.compare.compare_methods`` on ``sample`` with the run's model, computed once per ``key``."""
+    store = _comparisons()
+    with store["lock"]:
+        if key not in store["tables"]:
+            model = state.model(run_path)
+            targets = predict_probs(model, sample.images).argmax(axis=1)  # each face's own prediction
+            store["tables"][key] = compare_methods(model, sample.images, targets, methods, masks=sample.masks,
+                                                   sanity_faces=sanity_faces, progress=progress)
+        return store["tables"][key]

@@ -37,6 +37,7 @@ PAGES: tuple[PageInfo, ...] = (
     PageInfo("curves.py", "Curves", ":material/show_chart:", "Results"),
     PageInfo("confusion.py", "Confusion", ":material/grid_on:", "Results"),
     PageInfo("explain.py", "Explain", ":material/visibility:", "Explanations"),
+    PageInfo("trust.py", "Which method to trust?", ":material/verified:", "Explanations"),
     PageInfo("filters.py", "Filters", ":material/filter_vintage:", "Explanations"),
 )
 

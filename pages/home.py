@@ -19,7 +19,9 @@ GUIDE = {
     "train.py": "train a CNN, a parameter-matched DNN or a bagging ensemble, and watch it learn",
     "curves.py": "compare runs: loss and accuracy per epoch, time, parameters, the ablation",
     "confusion.py": "which emotions a model mixes up, and the faces it got wrong",
-    "explain.py": "what a model looks at when it decides",
+    "explain.py": "what a model looks at when it decides, with each map's faithfulness and sanity check",
+    "trust.py": "every explanation method ranked on many faces: which maps can be believed",
+    "filters.py": "what each filter and each emotion looks like to the network",
 }
 
 st.title("FER Lab")

@@ -22,8 +22,10 @@ from streamlit.testing.v1 import AppTest
 
 import core.runs
 from core.data import EMOTIONS
+from core.evaluation import predict_probs
 from core.explain import Saliency
 from core.explain.base import scores
+from core.explain.compare import compare_methods, held_out_sample
 from core.explain.trust import deletion_insertion, passes, sanity_check
 from dashboard.overlay import colormap, enlarge_to, heat_overlay, stretch
 from dashboard.photo_upload import prediction_table, read_photo
@@ -75,6 +77,10 @@ def numbers(values: list | dict) -> np.ndarray:
     if isinstance(values, dict):
         return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"]))
     return np.asarray(values, dtype=float)
+
+
+def table_with(at: AppTest, column: str):
+    return next(t.value for t in at.dataframe if column in t.value.columns)
 
 
 def captions(at: AppTest) -> list[str]:
@@ -259,6 +265,50 @@ def test_a_face_sent_from_the_data_page_is_the_one_explained(lab):
     assert at.radio(key="explain_source").value == "sent"
     face_id = lab.data.split("Training").ids[3]
     assert any(c.endswith(face_id) for c in captions(at)), captions(at)
+
+
+# ------------------------------------------------------------------ trust
+
+
+def _trust(run_id: str, methods: list[str]) -> AppTest:
+    at = open_page("trust.py")
+    at.selectbox(key="trust_run").set_value(run_id)
+    at.slider(key="trust_faces").set_value(5)
+    at.slider(key="trust_sanity_faces").set_value(1)
+    at.slider(key="trust_lime_samples").set_value(100)
+    at.multiselect(key="trust_methods").set_value(methods).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_trust_page_ranks_the_methods_once_for_every_session(lab):
+    at = _trust(lab.cnn.id, ["saliency", "gradcam", "occlusion"])
+    assert not at.get("plotly_chart")  # nothing computed before the button
+    at.button(key="trust_compute").click().run()
+    assert not at.exception, at.exception
+    shown = table_with(at, "faithfulness_s")
+    assert sorted(shown["method"]) == ["Grad-CAM", "Occlusion", "Saliency"]
+    assert list(shown["gain"]) == sorted(shown["gain"], reverse=True)
+    sample = held_out_sample(lab.data, 5)
+    model = lab.cnn.model()
+    direct = compare_methods(model, sample.images, predict_probs(model, sample.images).argmax(axis=1), {"saliency": {}},
+                             masks=sample.masks, sanity_faces=1)
+    row = shown.set_index("method").loc["Saliency"]
+    assert row["gain"] == pytest.approx(direct["gain"][0], abs=1e-9)
+    assert row["mass_ratio"] == pytest.approx(direct["mass_ratio"][0], abs=1e-9)  # demo faces: ground truth shown
+    assert any(c.key == "trust_chart" for c in at.get("plotly_chart"))
+
+    again = _trust(lab.cnn.id, ["saliency", "gradcam", "occlusion"])  # another session, same settings
+    assert "trust_compute" not in [b.key for b in again.button]
+    assert table_with(again, "faithfulness_s")["gain"].tolist() == shown["gain"].tolist()
+
+
+def test_trust_page_notes_methods_a_dnn_cannot_use(lab):
+    at = _trust(lab.dnn.id, ["saliency", "gradcam"])
+    at.button(key="trust_compute").click().run()
+    assert not at.exception, at.exception
+    assert table_with(at, "faithfulness_s")["method"].tolist() == ["Saliency"]
+    assert any("Grad-CAM" in i.value and "convolutional" in i.value for i in at.info)
 
 
 # ---------------------------------------------------------------- filters

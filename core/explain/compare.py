@@ -20,9 +20,11 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core.data import FaceDataset
 from core.explain import EXPLAINERS
 from core.explain.base import as_faces
 from core.explain.trust import deletion_insertion, ground_truth_mass, passes, sanity_check
+from core.runs import REPORT_SPLIT
 
 Progress = Callable[[str, int, int], None]  # (what is being done, steps done, steps in all)
 
@@ -43,6 +45,18 @@ COLUMNS = {  # column -> what it means (the dashboard shows these as help)
     "faithfulness_s": "seconds per face for the deletion and insertion curves",
     "sanity_s": "seconds per face for the cascading randomisation",
 }
+
+
+def held_out_sample(data: FaceDataset, n: int, seed: int = 0) -> FaceDataset:
+    """``n`` faces (or all, if fewer) drawn at random (seeded) from the held-out split, else from the whole set.
+
+    Held-out faces were never trained on, so their maps show what the model
+    does on faces it has to generalise to; the dashboard and the benchmark
+    draw the same faces for the same (data, n, seed).
+    """
+    pool = data.split(REPORT_SPLIT) if REPORT_SPLIT in data.split_names() else data
+    pick = np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)
+    return pool.subset(np.sort(pick))
 
 
 def compare_methods(
