@@ -23,6 +23,7 @@ import streamlit as st
 from PIL import Image
 
 from core.data import EMOTIONS
+from core.explain.occlusion import cover_regions
 from core.faces import PhotoError, align_face, centre_crop_face, draw_boxes, faces_in_photo, whole_image_face
 from core.figures import probability_bars, upscale
 from dashboard import inference, nav, pickers, state
@@ -32,6 +33,7 @@ PREVIEW_SIDE = 1024  # px: the boxed photo is shrunk to this for the browser (an
 PHOTO_WIDTH = 560  # px the boxed photo is shown at, at most
 FACE_WIDTH = 4 * 48  # px: a 48x48 face at exactly 4x, which the browser then need not rescale (no blur)
 FALLBACKS = {"whole": "the whole image", "centre": "a centred square crop"}
+COVERABLE = {"eyes": "the eyes", "brows": "the brows", "nose": "the nose", "mouth": "the mouth"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,17 @@ def prediction_table(probs: dict[str, np.ndarray]) -> pd.DataFrame:
     columns = {name: [f"{EMOTIONS[int(row.argmax())]} {row.max():.0%}" for row in p] for name, p in probs.items()}
     n_faces = len(next(iter(probs.values())))
     return pd.DataFrame(columns, index=[f"face {i}" for i in range(1, n_faces + 1)])
+
+
+def covering_table(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per model: its answer for the face, for the covered face, and how p(first answer) moved."""
+    rows = []
+    for name, p in before.items():
+        top, q = int(p.argmax()), after[name]
+        rows.append({"model": name, "face": f"{EMOTIONS[top]} {p[top]:.0%}",
+                     "covered": f"{EMOTIONS[int(q.argmax())]} {q.max():.0%}",
+                     "change in p(first answer)": f"{q[top] - p[top]:+.0%}"})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ widgets
@@ -202,3 +215,22 @@ def photo_upload_section() -> None:
     bars_col.plotly_chart(probability_bars({name: p[index] for name, p in probs.items()}), key="home_photo_bars")
     if st.button("Explain this face", key="home_photo_explain", type="primary"):
         nav.send_to_explain(crops[index], -1, f"your photo {photo.name}, face {index + 1}")
+    covering_section(crops[index], {name: p[index] for name, p in probs.items()}, chosen)
+
+
+def covering_section(face: np.ndarray, before: dict[str, np.ndarray], runs: list) -> None:
+    """Cover the eyes, brows, nose or mouth of the face and watch each model's answer move."""
+    st.markdown("**Cover part of the face**: which features does each model's answer rest on?")
+    regions = st.pills("Cover", list(COVERABLE), selection_mode="multi", format_func=COVERABLE.get,
+                       key="home_photo_cover", help="Painted the face's mean grey, in a fixed layout of the aligned "
+                       "FER2013 face (core.explain.occlusion.REGIONS).")
+    if not regions:
+        return
+    covered = np.clip(np.rint(cover_regions(face, regions)), 0, 255).astype(np.uint8)
+    covered_digest = inference.digest(covered)
+    after = {pickers.run_title(run): inference.probabilities(str(run.path), covered_digest, covered[None])[0] for run in runs}
+    image_col, bars_col = st.columns([1, 3])
+    image_col.image(upscale(covered, 4), caption="covered: " + ", ".join(COVERABLE[r] for r in regions),
+                    width=FACE_WIDTH, output_format="PNG")
+    bars_col.plotly_chart(probability_bars(after), key="home_photo_cover_bars")
+    st.dataframe(covering_table(before, after), hide_index=True)

@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 import core.runs
 from core.data import EMOTIONS
 from core.evaluation import predict_probs
-from core.explain import Saliency
+from core.explain import Saliency, cover_regions
 from core.explain.base import scores
 from core.explain.compare import compare_methods, held_out_sample
 from core.explain.trust import deletion_insertion, passes, sanity_check
@@ -130,6 +130,24 @@ def test_home_48px_face_skips_detection_and_is_the_model_input(lab):
     assert any("already is a face crop" in c.value for c in at.caption)
     at.button(key="home_photo_explain").click().run()
     assert np.array_equal(at.session_state["explain_image"]["image"], face)
+
+
+def test_home_covering_the_mouth_moves_each_models_answer(lab):
+    face = lab.data.images[7]
+    at = upload(open_page("home.py"), "face.png", encode(face))
+    at.multiselect(key="home_photo_runs").set_value([lab.cnn.id, lab.dnn.id]).run()
+    assert not [c for c in captions(at) if c.startswith("covered")]
+    at.pills(key="home_photo_cover").set_value(["mouth", "eyes"]).run()
+    assert not at.exception, at.exception
+    assert "covered: the eyes, the mouth" in captions(at) or "covered: the mouth, the eyes" in captions(at)
+    moved = next(t.value for t in at.dataframe if "covered" in t.value.columns)
+    assert len(moved) == 2
+    covered = np.clip(np.rint(cover_regions(face, ["mouth", "eyes"])), 0, 255).astype(np.uint8)
+    for model, row in zip((lab.cnn.model(), lab.dnn.model()), moved.itertuples()):
+        before, after = predict_probs(model, face[None])[0], predict_probs(model, covered[None])[0]
+        assert row.face == f"{EMOTIONS[before.argmax()]} {before.max():.0%}"
+        assert row.covered == f"{EMOTIONS[after.argmax()]} {after.max():.0%}"
+    assert any(c.key == "home_photo_cover_bars" for c in at.get("plotly_chart"))
 
 
 def test_home_photo_from_the_camera(lab):

@@ -11,7 +11,7 @@ from core.explain.base import SCORES, Explainer, Score
 from core.explain.gradcam import GradCAM, GradCAMPlusPlus
 from core.explain.integrated import IntegratedGradients
 from core.explain.lime import Lime, segment_face
-from core.explain.occlusion import REGIONS, Occlusion, occlude_regions
+from core.explain.occlusion import REGIONS, Occlusion, cover_regions, occlude_regions
 from core.explain.saliency import Saliency
 from core.explain.smoothgrad import SmoothGrad
 
@@ -25,4 +25,4 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "occlusion": Occlusion,
 }
 
-__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients", "Lime", "Occlusion", "REGIONS", "Saliency", "Score", "SmoothGrad", "occlude_regions", "segment_face"]
+__all__ = ["EXPLAINERS", "SCORES", "Explainer", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients", "Lime", "Occlusion", "REGIONS", "Saliency", "Score", "SmoothGrad", "cover_regions", "occlude_regions", "segment_face"]

@@ -14,8 +14,8 @@ template (inter-ocular distance 12.7-20.5 px, 10th-90th percentile), so each
 box is a few pixels larger than the feature at the template. The demo faces
 (``core.demo``) are drawn a little lower (eyes at y = 21, mouth at 35) and
 jittered by up to 4 px, which the boxes mostly, not always, cover.
-``occlude_regions`` paints whole regions over and reports the model's
-probabilities: "does the prediction survive without the mouth?".
+``cover_regions`` paints whole regions over and ``occlude_regions`` reports
+the model's probabilities: "does the prediction survive without the mouth?".
 """
 
 from __future__ import annotations
@@ -70,22 +70,31 @@ def region_mask(name: str) -> np.ndarray:
     return mask
 
 
+def cover_regions(face: np.ndarray, regions: Sequence[str], fill: float | None = None) -> np.ndarray:
+    """(48, 48[, 1]) raw face -> (48, 48) float32 copy with ``regions`` painted ``fill`` (None: the face's mean grey).
+
+    The mean grey keeps the face's overall brightness, so what changes is the
+    region's *content*, not the exposure (as the trust curves' baseline).
+    """
+    x = as_faces(np.asarray(face)[None])[0, ..., 0]  # (48, 48)
+    covered = x.copy()
+    grey = float(x.mean()) if fill is None else float(fill)
+    for name in regions:
+        covered[region_mask(name)] = grey
+    return covered
+
+
 def occlude_regions(
     model: keras.Model, face: np.ndarray, regions: Sequence[str] = ("eyes", "brows", "mouth"), fill: float | None = None
 ) -> dict[str, np.ndarray]:
-    """{region: (7,) probabilities of ``face`` with that region painted ``fill`` (None: the face's mean grey)}.
+    """{region: (7,) probabilities of ``face`` with that region alone covered (see ``cover_regions``)}.
 
     ``face`` is one raw (48, 48) or (48, 48, 1) face; all regions go through the model in one call.
     """
-    x = as_faces(np.asarray(face)[None])[0]  # (48, 48, 1)
-    grey = float(x.mean()) if fill is None else float(fill)
     if not regions:
         return {}
-    covered = np.repeat(x[None], len(regions), axis=0)
-    for copy, name in zip(covered, regions):
-        copy[region_mask(name)] = grey
-    probs = scores(model, "softmax", covered)
-    return {name: p for name, p in zip(regions, probs)}
+    covered = np.stack([cover_regions(face, [name], fill) for name in regions])
+    return dict(zip(regions, scores(model, "softmax", covered)))
 
 
 def patch_starts(patch: int, stride: int, size: int = SIZE) -> list[int]:
