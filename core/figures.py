@@ -311,7 +311,7 @@ def sanity_curves(cascades: dict[str, list[dict]], threshold: float) -> go.Figur
     fig.add_hline(y=threshold, line=dict(color="grey", dash="dash"), annotation_text=f"pass: Spearman < {threshold}")
     fig.update_layout(
         xaxis=dict(title="randomised down to layer (from the output)", type="category"),
-        yaxis=dict(title="similarity to the original map", range=[-0.5, 1.05]),
+        yaxis=dict(title="similarity to the original map", range=[-1.05, 1.05]),
         legend_title="method (solid: Spearman, dotted: SSIM)", margin=dict(t=30, b=10), height=380,
     )
     return fig

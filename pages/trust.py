@@ -18,6 +18,12 @@ from core.explain.trust import PASS_SPEARMAN
 from core.figures import method_ranking
 from dashboard import inference, nav, pickers, state
 
+LABELS = {"gain_sem": "± (sem)", "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC",
+          "random_deletion_auc": "random deletion AUC", "random_insertion_auc": "random insertion AUC",
+          "sanity_spearman": "sanity: final Spearman", "sanity_pass": "sanity passed", "mass_ratio": "GT mass ratio",
+          "pointing": "pointing game", "pointing_random": "pointing: random", "explain_s": "map s/face",
+          "faithfulness_s": "curves s/face", "sanity_s": "sanity s/face"}
+
 st.title("Which method to trust?")
 runs = state.run_store().list()
 if not runs:
@@ -46,25 +52,28 @@ knobs = {method: ({"n_samples": lime_samples} if method == "lime" else {}) for m
 key = (str(run.path), loaded.fingerprint, n_faces, sanity_faces, lime_samples, tuple(methods))
 table = inference.comparison(key)
 if table is None:
-    st.info(f"{len(sample)} faces of {state.current_source().label}, {len(methods)} methods: this takes a few "
-            "minutes of CPU (LIME and the sanity check the longest). The result is kept for everyone on this server.")
-    if not st.button("Compare the methods", key="trust_compute", type="primary"):
-        st.stop()
-    bar = st.progress(0.0, text="starting…")
+    intro = st.empty()
+    with intro.container():
+        st.info(f"{len(sample)} faces of {state.current_source().label}, {len(methods)} methods: this takes a few "
+                "minutes of CPU (LIME and the sanity check the longest). The result is kept for everyone on this server.")
+        if not st.button("Compare the methods", key="trust_compute", type="primary"):
+            st.stop()
+    bar = intro.progress(0.0, text="starting…")
     table = inference.compare(key, str(run.path), sample, knobs, sanity_faces,
                               progress=lambda what, done, total: bar.progress(done / total, text=what))
-    bar.empty()
+    intro.empty()
 
 st.subheader("Ranking")
 shown = table[table["gain"].notna()]
 st.plotly_chart(method_ranking(shown, PASS_SPEARMAN), key="trust_chart")
 columns = [c for c in ["title", *list(COLUMNS)[1:]] if table[c].notna().any()]
+formats = {"sanity_pass": "percent", "pointing": "percent", "pointing_random": "percent"}
 st.dataframe(
-    shown[columns].rename(columns={"title": "method"}),
+    shown[columns],
     hide_index=True,
-    column_config={c: st.column_config.NumberColumn(c, help=COLUMNS.get(c), format="%.3f") for c in columns if c != "title"}
-    | {"sanity_pass": st.column_config.NumberColumn("sanity_pass", help=COLUMNS["sanity_pass"], format="percent"),
-       "pointing": st.column_config.NumberColumn("pointing", help=COLUMNS["pointing"], format="percent")},
+    column_config={"title": st.column_config.TextColumn("method")}
+    | {c: st.column_config.NumberColumn(LABELS.get(c, c), help=COLUMNS[c], format=formats.get(c, "%.3f"))
+       for c in columns if c != "title"},
 )
 for row in table[table["gain"].isna()].itertuples():
     st.info(f"**{row.title}**: {row.note}")

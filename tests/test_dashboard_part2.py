@@ -305,13 +305,13 @@ def test_trust_page_ranks_the_methods_once_for_every_session(lab):
     at.button(key="trust_compute").click().run()
     assert not at.exception, at.exception
     shown = table_with(at, "faithfulness_s")
-    assert sorted(shown["method"]) == ["Grad-CAM", "Occlusion", "Saliency"]
+    assert sorted(shown["title"]) == ["Grad-CAM", "Occlusion", "Saliency"]
     assert list(shown["gain"]) == sorted(shown["gain"], reverse=True)
     sample = held_out_sample(lab.data, 5)
     model = lab.cnn.model()
     direct = compare_methods(model, sample.images, predict_probs(model, sample.images).argmax(axis=1), {"saliency": {}},
                              masks=sample.masks, sanity_faces=1)
-    row = shown.set_index("method").loc["Saliency"]
+    row = shown.set_index("title").loc["Saliency"]
     assert row["gain"] == pytest.approx(direct["gain"][0], abs=1e-9)
     assert row["mass_ratio"] == pytest.approx(direct["mass_ratio"][0], abs=1e-9)  # demo faces: ground truth shown
     assert any(c.key == "trust_chart" for c in at.get("plotly_chart"))
@@ -325,7 +325,7 @@ def test_trust_page_notes_methods_a_dnn_cannot_use(lab):
     at = _trust(lab.dnn.id, ["saliency", "gradcam"])
     at.button(key="trust_compute").click().run()
     assert not at.exception, at.exception
-    assert table_with(at, "faithfulness_s")["method"].tolist() == ["Saliency"]
+    assert table_with(at, "faithfulness_s")["title"].tolist() == ["Saliency"]
     assert any("Grad-CAM" in i.value and "convolutional" in i.value for i in at.info)
 
 
