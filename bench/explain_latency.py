@@ -43,7 +43,10 @@ from core.models import DEFAULT_CNN, ModelSpec, build_model, conv_layers  # noqa
 METHODS = [
     ("saliency", "saliency", {}, 50),
     ("SmoothGrad (20)", "smoothgrad", {"n_samples": 20}, 300),
+    ("Integrated Gradients (32)", "integrated", {"steps": 32}, 300),
     ("Grad-CAM", "gradcam", {}, 50),
+    ("Grad-CAM++", "gradcampp", {}, 50),
+    ("occlusion (8 px, stride 4)", "occlusion", {}, 300),
     ("LIME (1000)", "lime", {"n_samples": 1000}, 1500),
 ]
 

@@ -13,7 +13,7 @@ then stays in use.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +132,24 @@ def _option_title(runs: dict[str, Run]):
     return title
 
 
-def runs_picker(runs: list[Run], key: str, default_count: int = 4) -> list[Run]:
-    """Several runs (for comparisons); starts with the session's runs, else the newest few
-    (ensemble members left out: their ensemble stands for them)."""
+def on_real_faces(run: Run) -> bool:
+    """Trained on real faces (FER2013 or the user's), not the built-in demo set."""
+    return run.metrics.get("data", {}).get("source") != "demo"
+
+
+def _preferred(runs: list[Run], prefer: Callable[[Run], bool]) -> list[Run]:
+    """The runs ``prefer`` picks, or all when it picks none: what a picker starts with."""
+    return [r for r in runs if prefer(r)] or runs
+
+
+def runs_picker(runs: list[Run], key: str, default_count: int = 4, prefer: Callable[[Run], bool] = on_real_faces) -> list[Run]:
+    """Several runs (for comparisons); starts with the session's runs, else the newest few that ``prefer``
+    picks (by default the real-face runs, so a fresh clone compares the shipped FER2013 models; ensemble
+    members left out: their ensemble stands for them)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
     members = {m for r in runs if r.is_ensemble for m in r.config["members"]}
-    newest = [r.id for r in runs if r.id not in members][-default_count:]
+    newest = [r.id for r in _preferred(runs, prefer) if r.id not in members][-default_count:]
     seed_widget(key, shared or newest)
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id]  # drop deleted runs
     chosen = st.multiselect("Runs", list(by_id), format_func=_option_title(by_id), key=key)
@@ -146,13 +157,14 @@ def runs_picker(runs: list[Run], key: str, default_count: int = 4) -> list[Run]:
     return [by_id[i] for i in chosen]
 
 
-def run_picker(runs: list[Run], key: str, label: str = "Run") -> Run | None:
-    """One run; starts with the session's first chosen run, else the best by validation accuracy."""
+def run_picker(runs: list[Run], key: str, label: str = "Run", prefer: Callable[[Run], bool] = on_real_faces) -> Run | None:
+    """One run; starts with the session's first chosen run, else the best by validation accuracy among
+    those ``prefer`` picks (validation accuracies of different data sets do not compare)."""
     if not runs:
         return None
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
-    best = max(runs, key=lambda r: r.metrics["val"]["accuracy"]).id
+    best = max(_preferred(runs, prefer), key=lambda r: r.metrics["val"]["accuracy"]).id
     seed_widget(key, shared[0] if shared else best, valid=by_id)
     chosen = st.selectbox(label, list(by_id), format_func=_option_title(by_id), key=key)
     st.session_state[state.RUNS_KEY] = [chosen] + [i for i in shared if i != chosen]

@@ -25,6 +25,8 @@ from core.models import ModelSpec
 from core.runs import RunStore
 from core.training import TrainConfig
 
+SHIPPED_ROOTS = core.runs.shipped_roots  # the real one, before any fixture patches it
+
 TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2)
 
 
@@ -302,3 +304,17 @@ def test_pages_without_runs_point_to_train(page, tmp_path, monkeypatch):
     monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
     at = open_page(page)
     assert any("train one first" in info.value for info in at.info)
+
+
+def test_a_fresh_clone_starts_with_the_shipped_fer2013_models(tmp_path, monkeypatch):
+    """Curves and Confusion open on the real-face runs in models/fer, not the demo ones (whose validation is higher)."""
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path))
+    monkeypatch.setattr(core.runs, "shipped_roots", SHIPPED_ROOTS)  # the module's `lab` may have hidden them
+    shipped = RunStore(tmp_path).list()
+    fer = [r for r in shipped if r.metrics["data"]["source"] != "demo"]
+    assert fer and len(fer) < len(shipped)
+    members = {m for r in fer if r.is_ensemble for m in r.config["members"]}
+    at = open_page("curves.py")
+    assert set(at.multiselect(key="curves_runs").value) == {r.id for r in fer if r.id not in members}
+    at = open_page("confusion.py")
+    assert at.selectbox(key="confusion_run").value == max(fer, key=lambda r: r.metrics["val"]["accuracy"]).id
