@@ -151,6 +151,7 @@ for run in chosen:
     with st.expander(f"Sanity check: the maps as layers are randomised ({run.id})", expanded=True):
         st.plotly_chart(sanity_curves(cascades, PASS_SPEARMAN), key=f"explain_sanity_chart_{run.id}")
         for name, rows in cascades.items():
-            shown = rows[:: max(1, len(rows) // CASCADE_COLUMNS)][:CASCADE_COLUMNS]
+            picks = np.unique(np.linspace(0, len(rows) - 1, min(CASCADE_COLUMNS, len(rows))).round().astype(int))
+            shown = [rows[i] for i in picks]  # evenly spaced, always ending with every layer random
             st.image([heat_overlay(image, row["map"], opacity) for row in shown],
                      caption=[f"{name}: random to {row['layer']}" for row in shown], width=110, output_format="PNG")
