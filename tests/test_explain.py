@@ -197,6 +197,18 @@ def test_integrated_gradients_is_complete_on_a_cnn(cnn, faces):
     np.testing.assert_allclose(attributions.sum(axis=(1, 2)), change, rtol=0.02, atol=0.02)
 
 
+def test_integrated_gradients_explainer_keeps_the_evidence_from_its_baseline(cnn, faces):
+    """The map is the positive part of the attributions from the named baseline image; a bad name is refused."""
+    from core.explain import IntegratedGradients
+
+    for name, base in (("black", np.zeros_like(faces[:2], np.float32)), ("mean", faces[:2].mean(axis=(1, 2), keepdims=True) + np.zeros((2, 48, 48)))):
+        expected = np.maximum(integrated_gradients(cnn, "logit", faces[:2], np.array([1, 2]), base, 32), 0)
+        expected /= expected.max(axis=(1, 2), keepdims=True)
+        np.testing.assert_allclose(IntegratedGradients(cnn, baseline=name).explain(faces[:2], [1, 2]), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown baseline 'white'"):
+        IntegratedGradients(cnn, baseline="white")
+
+
 def test_ensemble_gradcam_averages_its_members(ensemble, faces):
     members = [layer for layer in ensemble.layers if isinstance(layer, keras.Model)]
     expected = np.mean([GradCAM(m).explain(faces, [1, 2, 3]) for m in members], axis=0)

@@ -116,6 +116,7 @@ def test_baselines():
     face = np.arange(48 * 48, dtype=np.float32).reshape(48, 48) % 256
     np.testing.assert_allclose(baseline_image(face, "mean"), face.mean())
     np.testing.assert_allclose(baseline_image(face, 7), 7.0)
+    np.testing.assert_array_equal(baseline_image(face, "black"), 0.0)
     assert baseline_image(face, "blur").std() < face.std() / 3
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline_image(face, "zero")

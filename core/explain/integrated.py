@@ -56,11 +56,10 @@ class IntegratedGradients(Explainer):
         super().__init__(model, score=score)
         if steps < 1:
             raise ValueError(f"need steps >= 1, got {steps}")
-        baseline_image(np.zeros((SIZE, SIZE)), 0.0 if baseline == "black" else baseline)  # refuse a bad name now
+        baseline_image(np.zeros((SIZE, SIZE)), baseline)  # refuse a bad name now, not at the first map
         self.steps, self.baseline = steps, baseline
 
     def _maps(self, faces: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        level = 0.0 if self.baseline == "black" else self.baseline
-        baselines = np.stack([baseline_image(face, level) for face in faces])  # (N, 48, 48)
+        baselines = np.stack([baseline_image(face, self.baseline) for face in faces])  # (N, 48, 48)
         attributions = integrated_gradients(self.model, self.score, faces, targets, baselines, self.steps)
         return np.maximum(attributions, 0.0)  # (N, 48, 48)

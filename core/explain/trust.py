@@ -60,15 +60,17 @@ def baseline_image(face: np.ndarray, baseline: str | float = "mean") -> np.ndarr
     """(48, 48) raw face -> (48, 48) float32 "nothing to see" image.
 
     ``"mean"``: the face's mean grey everywhere; ``"blur"``: the face blurred
-    with a Gaussian of ``BLUR_SIGMA`` px; a number: that grey level.
+    with a Gaussian of ``BLUR_SIGMA`` px; ``"black"``: 0; a number: that grey level.
     """
     face = np.asarray(face, np.float32).reshape(SIZE, SIZE)
     if isinstance(baseline, str):
         if baseline == "mean":
             return np.full_like(face, face.mean())
+        if baseline == "black":
+            return np.zeros_like(face)
         if baseline == "blur":
             return cv2.GaussianBlur(face, (0, 0), BLUR_SIGMA, borderType=cv2.BORDER_REFLECT)
-        raise ValueError(f"unknown baseline '{baseline}' (choose mean, blur or a grey level)")
+        raise ValueError(f"unknown baseline '{baseline}' (choose mean, blur, black or a grey level)")
     return np.full_like(face, float(baseline))
 
 
