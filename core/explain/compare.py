@@ -7,7 +7,7 @@ re-initialised, rank-correlates below ``trust.PASS_SPEARMAN`` with the
 trained model's map), ground truth (mass on the expressive regions against
 their share of the face, and the pointing game; only when masks are given,
 i.e. on the demo set) and the seconds each part takes per face on this
-machine. The Explain section of the dashboard and ``bench/trust.py`` both
+machine. The "Which method to trust?" view and ``bench/trust.py`` both
 print this table.
 """
 
