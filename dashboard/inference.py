@@ -128,7 +128,6 @@ def compare(key: tuple, run_path: str, sample: FaceDataset, methods: dict[str, d
     with store["lock"]:
         if key not in store["tables"]:
             model = state.model(run_path)
-            targets = predict_probs(model, sample.images).argmax(axis=1)  # each face's own prediction
-            store["tables"][key] = compare_methods(model, sample.images, targets, methods, masks=sample.masks,
+            store["tables"][key] = compare_methods(model, sample.images, None, methods, masks=sample.masks,
                                                    sanity_faces=sanity_faces, progress=progress)
         return store["tables"][key]

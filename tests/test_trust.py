@@ -16,6 +16,7 @@ import pytest
 from block_model import COLS, ROWS, build_block_model
 
 from core.demo import make_demo
+from core.evaluation import predict_probs
 from core.explain import EXPLAINERS, Occlusion, Saliency
 from core.explain.base import scores
 from core.explain.compare import compare_methods
@@ -310,3 +311,9 @@ def test_compare_methods_tabulates_each_check_per_method(sharp_block_model, brig
     assert np.isnan(without["mass_ratio"][0]) and np.isnan(without["sanity_pass"][0])
     with pytest.raises(ValueError, match="one target per face"):
         compare_methods(sharp_block_model, faces, targets[:2])
+
+    # No targets: each face's own prediction is explained.
+    own = int(predict_probs(sharp_block_model, faces[1:2]).argmax())
+    gain = {t: compare_methods(sharp_block_model, faces[1:2], None if t is None else [t], {"saliency": {}},
+                               sanity_faces=0, steps=10)["gain"][0] for t in (None, own, (own + 1) % 7)}
+    assert gain[None] == gain[own] != gain[(own + 1) % 7]

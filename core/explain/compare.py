@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.data import FaceDataset
+from core.evaluation import predict_probs
 from core.explain import EXPLAINERS
 from core.explain.base import as_faces
 from core.explain.trust import deletion_insertion, ground_truth_mass, passes, sanity_check
@@ -62,7 +63,7 @@ def held_out_sample(data: FaceDataset, n: int, seed: int = 0) -> FaceDataset:
 def compare_methods(
     model: keras.Model,
     faces: np.ndarray,
-    targets: np.ndarray,
+    targets: np.ndarray | None = None,
     methods: Mapping[str, Mapping] | None = None,
     masks: np.ndarray | None = None,
     sanity_faces: int = 3,
@@ -71,6 +72,9 @@ def compare_methods(
 ) -> pd.DataFrame:
     """(N, 48, 48) raw faces, (N,) classes -> one row per method (columns: ``COLUMNS`` + ``title``, ``note``).
 
+    ``targets``: the class each map explains; None = each face's own
+    prediction, the class the Explain view shows first.
+
     ``methods``: {EXPLAINERS key: its knobs}; None = every method with its
     defaults. A method the model does not support (a CAM method on a DNN)
     gets a row with only a ``note``. The sanity check, ~20 re-explanations a
@@ -78,6 +82,8 @@ def compare_methods(
     sorted by faithfulness gain, best first.
     """
     x = as_faces(faces)[..., 0]  # (N, 48, 48)
+    if targets is None:
+        targets = predict_probs(model, x).argmax(axis=1)
     targets = np.asarray(targets, np.int32).reshape(-1)
     if len(x) != len(targets) or not len(x):
         raise ValueError(f"need one target per face and at least one face, got {len(x)} faces and {len(targets)} targets")
