@@ -1,4 +1,4 @@
-"""``python -m core train|ensemble|evaluate|predict|list|delete`` -- the CLI.
+"""``python -m core train|ensemble|evaluate|predict|snapshot|pack|list|delete`` -- the CLI.
 
 Bad arguments or bad data exit non-zero with one line naming the problem,
 never a traceback: users of this tool are students, not debuggers.
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="a finished run from the best checkpoint so far of an unfinished training")
     _common(p)
     p.add_argument("workdir", help="the unfinished run's folder (it is left as it is and can still be resumed)")
+
+    p = sub.add_parser("pack", help="store a finished run's kernels as float16 (half the bytes), measuring what it costs")
+    _common(p)
+    p.add_argument("run", help="run id (or unique prefix); an ensemble packs its members")
 
     p = sub.add_parser("list", help="finished runs")
     _common(p, data=False)
@@ -199,6 +203,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "predict":
         return _predict(found, Path(args.image), args.tta)
+    if args.command == "pack":
+        packed = store.pack(found.id, load_dataset(args.data))
+        after = packed.metrics
+        for key, was in after.get("float32", {}).items():
+            print(f"{key}\taccuracy float32 {was:.4f} -> float16 {after[key]['accuracy']:.4f}")
+        print(packed.path)
+        return 0
     if args.command == "delete":
         store.delete(found.id)
         print(f"deleted {found.id}")

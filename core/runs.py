@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core import float16
 from core.data import FaceDataset, canonical_split
 from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
 from core.models import count_params, inference_model
@@ -81,12 +82,18 @@ class Run:
         with np.load(self.path / "predictions.npz", allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
 
+    def train_config(self) -> TrainConfig:
+        """A single run's training config (an ensemble's members each have theirs)."""
+        return TrainConfig.from_dict({k: v for k, v in self.config.items() if k not in ("kind", "label")})
+
     def member_paths(self) -> list[Path]:
         return [self.path.parent / m for m in self.config.get("members", [])]
 
     def model(self) -> keras.Model:
         """The Keras model (an ensemble: one model averaging its members' probabilities)."""
         if not self.is_ensemble:
+            if (self.path / float16.FILENAME).exists():  # packed by RunStore.pack
+                return float16.load_float16(self.path / float16.FILENAME, self.train_config().model)
             return keras.models.load_model(self.path / "model.keras", safe_mode=True)
         members = [Run(p).model() for p in self.member_paths()]
         # Re-wrapped under unique names: members of one preset share a model name.
@@ -214,7 +221,7 @@ class RunStore:
         if not len(history) or not checkpoint.exists():
             raise ValueError(f"{workdir}: no finished epoch to take a snapshot of")
         base = json.loads((workdir / "config.json").read_text())
-        config = TrainConfig.from_dict({k: v for k, v in base.items() if k not in ("kind", "label")})
+        config = Run(workdir).train_config()
         done = len(history)
         cfg = {**config.to_dict(), "snapshot_of": workdir.name, "epochs_done": done}
         path = self.root / self.run_id(cfg, data.fingerprint())
@@ -228,7 +235,8 @@ class RunStore:
         self._finish(path, data, config, FitResult(model, history, float(history["seconds"].sum()), train, val))
         return Run(path)
 
-    def _finish(self, path: Path, data: FaceDataset, config: TrainConfig, result: FitResult) -> None:
+    def _finish(self, path: Path, data: FaceDataset, config: TrainConfig, result: FitResult, keep: dict | None = None) -> None:
+        """Predictions and metrics of a trained model; ``keep``: metrics fields to carry over as they are."""
         preds: dict[str, np.ndarray] = {}
         report: dict = {}
         splits = {"val": result.val}
@@ -252,6 +260,7 @@ class RunStore:
             data={"source": data.source, "fingerprint": data.fingerprint(), "test_split": REPORT_SPLIT if test is not None else None},
             finished=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
+        report.update(keep or {})
         for name in ("last.keras", "best.keras", "progress.json"):
             (path / name).unlink(missing_ok=True)
         write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
@@ -275,32 +284,42 @@ class RunStore:
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
-        member_preds = [r.predictions() for r in runs]
-        weights = [r.metrics["val"]["accuracy"] for r in runs]
-        preds: dict[str, np.ndarray] = {}
-        report: dict = {"rules": {}, "members": cfg["members"], "weights": weights}
-        for key in ("val", "test"):
-            if f"{key}_probs" not in member_preds[0]:
-                continue
-            y = member_preds[0][f"{key}_y"]
-            preds.update({f"{key}_y": y, f"{key}_ids": member_preds[0][f"{key}_ids"]})
-            for rule in ENSEMBLE_RULES:
-                scores = combine([p[f"{key}_probs"] for p in member_preds], rule, weights)
-                preds[f"{key}_probs_{rule}"] = scores
-                report["rules"].setdefault(rule, {})[key] = metrics(y, scores)
-            preds[f"{key}_probs"] = preds[f"{key}_probs_average"]
-            report[key] = report["rules"]["average"][key]
-        _save_npz(path / "predictions.npz", preds)
-        _write_ensemble_history(path, runs)
-        report.update(
-            params={k: sum(r.metrics["params"][k] for r in runs) for k in ("trainable", "non_trainable")},
-            train_seconds=sum(r.metrics["train_seconds"] for r in runs),
-            hardware=runs[0].metrics["hardware"],
-            data=runs[0].metrics["data"],
-            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-        write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
+        _write_ensemble(path, cfg, runs)
         return Run(path)
+
+    # ------------------------------------------------------------- packing
+
+    def pack(self, run_id: str, data: FaceDataset) -> Run:
+        """Store a finished run of this store with float16 kernels (half the bytes).
+
+        Its predictions and metrics are measured again with the packed weights, so
+        what the dashboard shows is what the stored model does, and ``metrics.json``
+        keeps the float32 accuracies under ``"float32"``: the cost is on record. An
+        ensemble packs its members and recombines them. ``data`` must be the data
+        set the run was trained on (its validation split is re-measured).
+        """
+        run = self.get(run_id)
+        if run is None or run.path.parent != self.root:
+            raise ValueError(f"no finished run '{run_id}' in {self.root} to pack (shipped runs are read-only)")
+        trained_on = run.metrics["data"]["fingerprint"]
+        if data.fingerprint() != trained_on:
+            raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
+        before = run.metrics
+        if before.get("stored_as") == "float16":
+            return run
+        keep = {"stored_as": "float16", "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
+        if run.is_ensemble:
+            members = [self.pack(p.name, data) for p in run.member_paths()]
+            _write_ensemble(run.path, run.config, members, keep={**keep, "rules_float32": {
+                rule: _accuracies(m) for rule, m in before["rules"].items()}})
+            return Run(run.path)
+        float16.save_float16(run.model(), run.path / float16.FILENAME)
+        config = run.train_config()
+        train, val = training_split(data, config)
+        packed = Run(run.path).model()
+        self._finish(run.path, data, config, FitResult(packed, run.history(), before["train_seconds"], train, val), keep=keep)
+        (run.path / "model.keras").unlink(missing_ok=True)
+        return Run(run.path)
 
 
 def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: bool = False) -> dict:
@@ -331,6 +350,41 @@ def ensemble_config(config: TrainConfig, member_ids: list[str]) -> dict:
 def member_ids(config: TrainConfig, members: int, fingerprint: str) -> list[str]:
     """The run ids of a bagging ensemble's members, before any is trained."""
     return [RunStore.run_id(_bootstrap(config, i).to_dict(), fingerprint) for i in range(members)]
+
+
+def _write_ensemble(path: Path, cfg: dict, runs: list[Run], keep: dict | None = None) -> None:
+    """An ensemble's predictions and metrics, combined from its members' stored predictions."""
+    member_preds = [r.predictions() for r in runs]
+    weights = [r.metrics["val"]["accuracy"] for r in runs]
+    preds: dict[str, np.ndarray] = {}
+    report: dict = {"rules": {}, "members": cfg["members"], "weights": weights}
+    for key in ("val", "test"):
+        if f"{key}_probs" not in member_preds[0]:
+            continue
+        y = member_preds[0][f"{key}_y"]
+        preds.update({f"{key}_y": y, f"{key}_ids": member_preds[0][f"{key}_ids"]})
+        for rule in ENSEMBLE_RULES:
+            scores = combine([p[f"{key}_probs"] for p in member_preds], rule, weights)
+            preds[f"{key}_probs_{rule}"] = scores
+            report["rules"].setdefault(rule, {})[key] = metrics(y, scores)
+        preds[f"{key}_probs"] = preds[f"{key}_probs_average"]
+        report[key] = report["rules"]["average"][key]
+    _save_npz(path / "predictions.npz", preds)
+    _write_ensemble_history(path, runs)
+    report.update(
+        params={k: sum(r.metrics["params"][k] for r in runs) for k in ("trainable", "non_trainable")},
+        train_seconds=sum(r.metrics["train_seconds"] for r in runs),
+        hardware=runs[0].metrics["hardware"],
+        data=runs[0].metrics["data"],
+        finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    report.update(keep or {})
+    write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
+
+
+def _accuracies(report: dict) -> dict[str, float]:
+    """The headline accuracies of a metrics report (val, test, test with TTA)."""
+    return {key: report[key]["accuracy"] for key in ("val", "test", "test_tta") if key in report}
 
 
 def _bootstrap(config: TrainConfig, member: int) -> TrainConfig:

@@ -235,3 +235,41 @@ def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
     assert (workdir / "last.keras").exists() and not (workdir / "metrics.json").exists()
     resumed = store.train(config, demo_small)
     assert resumed.path == workdir and resumed.history()["epoch"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
+    """A packed ensemble: members' kernels float16 on disk, models compute as before (to float16
+    rounding), predictions and metrics re-measured with the packed weights, float32 figures kept."""
+    from core.evaluation import predict_probs
+    from core.float16 import FILENAME
+
+    store = RunStore(runs_dir, shipped=[])
+    ens = store.ensemble(TINY, 2, demo_small)
+    member = RunStore(runs_dir, shipped=[]).get(ens.member_paths()[0].name)
+    val = training_split(demo_small, member.train_config())[1]
+    before_probs, before_size = predict_probs(member.model(), val.images), (member.path / "model.keras").stat().st_size
+    before = ens.metrics
+
+    packed = store.pack(ens.id, demo_small)
+    assert packed.metrics["stored_as"] == "float16"
+    assert packed.metrics["float32"]["test"] == before["test"]["accuracy"]
+    for path in packed.member_paths():
+        assert (path / FILENAME).exists() and not (path / "model.keras").exists()
+    with np.load(member.path / FILENAME) as npz:
+        dtypes = {npz[k].ndim >= 2: npz[k].dtype for k in npz.files if k.startswith("w")}
+    assert dtypes == {True: np.float16, False: np.float32}  # kernels halved; biases, BatchNorm stats kept
+    assert (member.path / FILENAME).stat().st_size < 0.6 * before_size
+
+    model = RunStore(runs_dir, shipped=[]).get(member.id).model()
+    after_probs = predict_probs(model, val.images)
+    np.testing.assert_allclose(after_probs, before_probs, atol=2e-2)
+    assert not np.array_equal(after_probs, before_probs)  # really the rounded weights
+    np.testing.assert_allclose(RunStore(runs_dir, shipped=[]).get(member.id).predictions()["val_probs"], after_probs, atol=1e-5)
+    report = evaluate(packed, demo_small, split="PublicTest")
+    assert report["average"]["accuracy"] == pytest.approx(packed.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
+    assert store.pack(ens.id, demo_small).metrics == packed.metrics  # packing twice changes nothing
+
+    from core.demo import make_demo
+
+    with pytest.raises(ValueError, match=f"run {ens.id} was trained on other data"):
+        store.pack(ens.id, make_demo(n_per_class=5, test_per_class=2, seed=9))
