@@ -13,7 +13,7 @@ from dashboard import nav, pickers, state
 from dashboard.tables import SETTINGS, run_table
 
 PERCENT = st.column_config.NumberColumn(format="percent")
-SUMMARY_COLUMNS = ["run", "kind", "epochs", "trainable params", "non-trainable params", "val accuracy",
+SUMMARY_COLUMNS = ["run", "kind", "epochs", "trainable params", "non-trainable params", "weights", "val accuracy",
                    "test accuracy", "train seconds", "hardware", "data"]
 
 st.title("Curves")
@@ -30,7 +30,8 @@ if chosen:
     st.plotly_chart(epoch_times(histories), key="curves_times")
     st.subheader("Summary")
     st.caption("Validation accuracy is the best epoch's (the one kept). An ensemble's parameters and "
-               "time are its members' sums; its curve is the members' mean.")
+               "time are its members' sums; its curve is the members' mean. Weights 'float16': the kernels "
+               "are stored at half precision to fit the repo, and the accuracies are measured with them.")
     st.dataframe(
         run_table(chosen)[SUMMARY_COLUMNS],
         hide_index=True,

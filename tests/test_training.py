@@ -268,6 +268,9 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
     report = evaluate(packed, demo_small, split="PublicTest")
     assert report["average"]["accuracy"] == pytest.approx(packed.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
     assert store.pack(ens.id, demo_small).metrics == packed.metrics  # packing twice changes nothing
+    from dashboard.tables import run_table
+
+    assert run_table([packed, RunStore(runs_dir, shipped=[]).get(member.id)])["weights"].tolist() == ["float16"] * 2
 
     from core.demo import make_demo
 
