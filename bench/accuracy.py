@@ -1,4 +1,4 @@
-"""Held-out accuracy of stored runs, with and without flip test-time augmentation.
+"""Held-out accuracy of stored runs, with and without test-time augmentation (flip; flip + shifts).
 
     python bench/accuracy.py --data ../shared/fer2013/fer2013.csv.gz --split PublicTest RUN [RUN ...]
 
@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.data import load_dataset  # noqa: E402
+from core.evaluation import TTA_MODES  # noqa: E402
 from core.runs import RunStore, evaluate  # noqa: E402
 
 REFERENCE = [
@@ -40,20 +41,20 @@ def main() -> int:
     args = parser.parse_args()
     store = RunStore(args.runs_dir)
     data = load_dataset(args.data)
-    print(f"| run | rule | params | {args.split} | {args.split} + flip TTA |")
-    print("|---|---|---:|---:|---:|")
+    print(f"| run | rule | params | {args.split} | + flip TTA | + flip & shift TTA |")
+    print("|---|---|---:|---:|---:|---:|")
     for run_id in args.runs:
         run = store.get(run_id)
         if run is None:
             print(f"error: no finished run '{run_id}'", file=sys.stderr)
             return 2
-        plain = evaluate(run, data, split=args.split)
-        tta = evaluate(run, data, split=args.split, tta=True)
+        reports = [evaluate(run, data, split=args.split, tta=mode) for mode in TTA_MODES]
         params = run.metrics["params"]["trainable"]
-        for rule in plain:
-            print(f"| {run.label} | {rule} | {params:,} | {plain[rule]['accuracy']:.4f} | {tta[rule]['accuracy']:.4f} |")
+        for rule in reports[0]:
+            cells = " | ".join(f"{report[rule]['accuracy']:.4f}" for report in reports)
+            print(f"| {run.label} | {rule} | {params:,} | {cells} |", flush=True)
     for name, figure in REFERENCE:
-        print(f"| {name} | | | {figure} | |")
+        print(f"| {name} | | | {figure} | | |")
     return 0
 
 

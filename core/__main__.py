@@ -59,6 +59,14 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
 
 
+def _tta_option(parser: argparse.ArgumentParser) -> None:
+    from core.evaluation import TTA_MODES
+
+    parser.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: average with the mirrored face (--tta = flip), "
+                             "or with mirrored and shifted copies (--tta shifts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="FER Lab: train, evaluate and use facial-expression models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("run", help="run id (or unique prefix)")
     p.add_argument("--split", default="PublicTest")
-    p.add_argument("--tta", action="store_true", help="average with the mirrored face")
+    _tta_option(p)
 
     p = sub.add_parser("predict", help="the 7 emotion probabilities for a face image")
     _common(p, data=False)
     p.add_argument("run")
     p.add_argument("image", help="a face image (png, jpg, ...): centre-cropped, grey, 48x48")
-    p.add_argument("--tta", action="store_true")
+    _tta_option(p)
 
     p = sub.add_parser("snapshot", help="a finished run from the best checkpoint so far of an unfinished training")
     _common(p)
@@ -217,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _predict(found, image_path: Path, tta: bool) -> int:
+def _predict(found, image_path: Path, tta: str) -> int:
     import numpy as np
 
     from core.data import EMOTIONS, read_image, to_face48

@@ -248,7 +248,7 @@ class RunStore:
             preds.update({f"{key}_y": faces.labels, f"{key}_probs": probs, f"{key}_ids": faces.ids.astype(str)})
             report[key] = metrics(faces.labels, probs)
             if key == "test":
-                report["test_tta"] = metrics(faces.labels, predict_probs(result.model, faces.images, tta=True))
+                report["test_tta"] = metrics(faces.labels, predict_probs(result.model, faces.images, tta="flip"))
         _save_npz(path / "predictions.npz", preds)
         history = result.history
         report.update(
@@ -322,7 +322,7 @@ class RunStore:
         return Run(run.path)
 
 
-def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: bool = False) -> dict:
+def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: str = "none") -> dict:
     """Metrics of a stored run on any labelled split of ``data``; an ensemble reports every rule."""
     faces = data.split(split)
     faces = faces.subset(faces.labelled)

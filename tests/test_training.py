@@ -107,6 +107,28 @@ def test_combine_rules_by_hand():
         combine([a, b], "weighted")
 
 
+def test_test_time_augmentation_averages_mirrored_and_shifted_views(demo_small):
+    from core.evaluation import TTA_MODES, TTA_SHIFT, predict_probs, tta_views
+    from core.models import build_model
+
+    x = np.arange(2 * 48 * 48, dtype=np.float32).reshape(2, 48, 48, 1)
+    assert [len(tta_views(x, mode)) for mode in TTA_MODES] == [1, 2, 10]
+    views, s = tta_views(x, "shifts"), TTA_SHIFT
+    np.testing.assert_array_equal(views[1][:, s:], x[:, :-s])  # moved down s px ...
+    np.testing.assert_array_equal(views[1][:, :s], np.repeat(x[:, :1], s, axis=1))  # ... the top filled with the edge row
+    np.testing.assert_array_equal(views[4][:, :, :-s], x[:, :, s:])  # moved left
+    np.testing.assert_array_equal(views[5], x[:, :, ::-1])  # the mirrors follow
+    np.testing.assert_array_equal(views[9], views[4][:, :, ::-1])
+
+    model = build_model(ModelSpec("tiny"))
+    faces = demo_small.images[:8]
+    manual = np.mean([model.predict(v, verbose=0) for v in tta_views(faces[..., None].astype(np.float32), "shifts")], axis=0)
+    np.testing.assert_allclose(predict_probs(model, faces, tta="shifts"), manual, atol=1e-6)
+    assert not np.allclose(predict_probs(model, faces, tta="flip"), manual, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'crop'"):
+        predict_probs(model, faces, tta="crop")
+
+
 def test_metrics_by_hand():
     probs = np.eye(7)[[0, 1, 1, 3]]
     m = metrics(np.array([0, 1, 2, 3]), probs)
@@ -173,8 +195,9 @@ def test_cli_train_list_predict_evaluate(tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     probs = [float(line.split("\t")[1]) for line in predicted.stdout.splitlines()[:7]]
     assert len(probs) == 7 and abs(sum(probs) - 1) < 1e-3
-    evaluated = _cli("evaluate", run_dir.name, "--tta", env=env)
-    assert evaluated.returncode == 0 and evaluated.stdout.startswith("single\taccuracy")
+    for tta in (["--tta"], ["--tta", "shifts"]):
+        evaluated = _cli("evaluate", run_dir.name, *tta, env=env)
+        assert evaluated.returncode == 0 and evaluated.stdout.startswith("single\taccuracy")
 
 
 @pytest.mark.parametrize(
