@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import centerface
 from core import faces as F
 
 
@@ -34,7 +35,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def astro_face(astronaut) -> F.Face:
-    faces = F.detect_faces(astronaut)
+    faces = F.detect_faces(astronaut, detector="mtcnn")  # the reference: the keypoints FER_TEMPLATE was measured with
     assert len(faces) == 1, faces
     return faces[0]
 
@@ -89,7 +90,7 @@ def redetected_eye_angle(crop: np.ndarray) -> float:
     """Eye angle of an aligned 48x48 crop, measured by running MTCNN on it upscaled with context."""
     big = cv2.resize(crop, (192, 192), interpolation=cv2.INTER_CUBIC)
     big = cv2.copyMakeBorder(big, 48, 48, 48, 48, cv2.BORDER_REPLICATE)
-    faces = F.detect_faces(np.repeat(big[..., None], 3, axis=2))
+    faces = F.detect_faces(np.repeat(big[..., None], 3, axis=2), detector="mtcnn")  # one instrument for every test
     assert len(faces) == 1, "the aligned crop no longer looks like one face"
     return faces[0].eye_angle()
 
@@ -99,19 +100,20 @@ def redetected_eye_angle(crop: np.ndarray) -> float:
 # ---------------------------------------------------------------------------
 
 
-def test_three_faces_in_a_composite_photo(astronaut, astro_face):
+@pytest.mark.parametrize("detector", ["centerface", "mtcnn", "mtcnn+centerface"])
+def test_three_faces_in_a_composite_photo(astronaut, astro_face, detector):
     canvas = background(520, 1000, seed=3)
     patch = head_patch(astronaut, astro_face)
     expected = []
     for x, y, scale in ((40, 120, 0.55), (330, 60, 0.9), (700, 160, 0.7)):
         p = cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         paste_feathered(canvas, p, x, y)
-        # Where the face box lands: its offset inside the patch, scaled.
-        px0 = astro_face.box[0] - int(astro_face.box[0] + astro_face.box[2] / 2 - int(2.3 * max(astro_face.box[2:])) / 2)
-        py0 = astro_face.box[1] - int(astro_face.box[1] + astro_face.box[3] / 2 - int(2.3 * max(astro_face.box[2:])) / 2)
+        # Where the face box lands: its offset inside the patch (cut off at the photo's edge, as head_patch does), scaled.
+        px0 = astro_face.box[0] - max(0, int(astro_face.box[0] + astro_face.box[2] / 2 - int(2.3 * max(astro_face.box[2:])) / 2))
+        py0 = astro_face.box[1] - max(0, int(astro_face.box[1] + astro_face.box[3] / 2 - int(2.3 * max(astro_face.box[2:])) / 2))
         expected.append((x + px0 * scale, y + py0 * scale, astro_face.box[2] * scale, astro_face.box[3] * scale))
 
-    found = F.faces_in_photo(encode(canvas, "JPEG", quality=90))
+    found = F.faces_in_photo(encode(canvas, "JPEG", quality=90), detector=detector)
     assert not found.skipped_detection
     assert len(found.faces) == 3, found.faces
     assert found.crops.shape == (3, 48, 48) and found.crops.dtype == np.uint8
@@ -122,9 +124,61 @@ def test_three_faces_in_a_composite_photo(astronaut, astro_face):
         assert face.keypoints is not None and set(face.keypoints) == set(F.KEYPOINTS)
 
 
+@pytest.mark.parametrize("detector", ["mtcnn", "centerface"])
+def test_keypoints_come_in_order(astronaut, detector):
+    # The image's left eye left of its right eye, eyes above the nose above the
+    # mouth; mirrored, the same names still go left to right (they name image sides).
+    for photo in (astronaut, np.ascontiguousarray(astronaut[:, ::-1])):
+        faces = F.detect_faces(photo, detector=detector, recheck=False)  # the detector's own keypoints
+        assert len(faces) == 1 and faces[0].detector == detector
+        k = faces[0].keypoints
+        assert k["left_eye"][0] < k["nose"][0] < k["right_eye"][0]
+        assert k["mouth_left"][0] < k["mouth_right"][0]
+        assert max(k["left_eye"][1], k["right_eye"][1]) < k["nose"][1] < min(k["mouth_left"][1], k["mouth_right"][1])
+
+
+def test_detectors_agree_on_the_face(astronaut):
+    mtcnn, cf = F.detect_faces(astronaut, detector="mtcnn"), F.detect_faces(astronaut, detector="centerface")
+    assert len(mtcnn) == len(cf) == 1
+    # Each framed through its own keypoint template: the same face. (Not the same crop: on this
+    # smiling face CenterFace puts the mouth corners lower than MTCNN, so its crop is ~15% larger.)
+    assert F.box_iou(mtcnn[0].box, cf[0].box) > 0.7
+    union = F.detect_faces(astronaut, detector="mtcnn+centerface")
+    assert len(union) == 1 and union[0].detector == "mtcnn"  # a face both find comes from the first
+    with pytest.raises(ValueError):
+        F.detect_faces(astronaut, detector="mtcnn+centerface", min_score=0.5)
+
+
+def test_centerface_runs_one_net_per_canvas_shape(astronaut):
+    # OpenCV 4.14's DNN gives wrong outputs when one Net sees a second input
+    # shape: photos of another shape must not disturb the next detection.
+    first = centerface.detect(astronaut, 0.2)
+    centerface.detect(np.ascontiguousarray(astronaut[:384]), 0.2)  # 512x384: another canvas
+    centerface.detect(np.ascontiguousarray(astronaut[:, :288]), 0.2)  # portrait
+    again = centerface.detect(astronaut, 0.2)
+    for a, b in zip(first, again):
+        assert np.array_equal(a, b)
+    assert {(800, 800), (800, 608), (480, 800)} <= set(centerface._NETS)
+    assert centerface.canvas_for(4032, 2268, 1024) == (1024, 576) and centerface.canvas_for(480, 640, 1024) == (768, 1024)
+
+
+@pytest.mark.parametrize("detector", ["mtcnn", "centerface"])
+def test_reported_box_is_the_square_the_crop_covers(detector):
+    # A face whose keypoints sit where the detector's template puts them, scaled
+    # by 3 and shifted: its crop covers exactly the 144-px square at the shift.
+    template = F.TEMPLATES[detector]
+    face = F.Face((0, 0, 1, 1), 1.0, {k: (100 + 3 * x, 50 + 3 * y) for k, (x, y) in template.items()}, detector)
+    assert np.allclose(F.crop_box(face), (100, 50, 144, 144), atol=1e-6)
+    # Turned about the square's centre: same centre and side (the crop turns, the reported box stays upright).
+    m = cv2.getRotationMatrix2D((172.0, 122.0), 20, 1.0)
+    turned = F.Face((0, 0, 1, 1), 1.0, {k: tuple(m @ np.array([*p, 1.0])) for k, p in face.keypoints.items()}, detector)
+    assert np.allclose(F.crop_box(turned), (100, 50, 144, 144), atol=1e-6)
+
+
 def test_photo_without_a_face_gives_no_faces():
     for seed in (0, 1):
-        assert F.detect_faces(background(480, 640, seed)) == []
+        for detector in ("mtcnn", "centerface"):  # Haar fires on texture (bench: 0.5 false positives a photo)
+            assert F.detect_faces(background(480, 640, seed), detector=detector) == [], detector
     assert F.faces_in_photo(encode(background(300, 500, 7))).faces == []
 
 
@@ -140,7 +194,7 @@ def test_haar_detector_finds_the_face_without_keypoints(astronaut, astro_face):
 
 def test_large_photos_are_shrunk_for_detection_and_boxes_mapped_back(astronaut, astro_face):
     big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
-    faces = F.detect_faces(big)  # detected at DETECT_MAX_SIDE (800), reported at 2048
+    faces = F.detect_faces(big)  # detected at centerface.LONG_SIDE (800), reported at 2048
     assert len(faces) == 1
     scaled = tuple(v * 4 for v in astro_face.box)
     assert F.box_iou(faces[0].box, scaled) > 0.8, (faces[0].box, scaled)
@@ -156,13 +210,15 @@ def test_detection_is_thread_safe(astronaut, astro_face):
         except Exception as err:  # noqa: BLE001
             errors.append(err)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work) for _ in range(4)]  # the default detector: MTCNN and CenterFace
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    assert len(results) == 4 and all(len(r) == 1 and F.box_iou(r[0].box, astro_face.box) > 0.99 for r in results)
+    alone = F.detect_faces(astronaut)  # the same call with no other thread about
+    assert len(alone) == 1 and F.box_iou(alone[0].box, astro_face.box) > 0.9
+    assert len(results) == 4 and all(len(r) == 1 and F.box_iou(r[0].box, alone[0].box) > 0.99 for r in results)
     assert F._mtcnn() is F._mtcnn()
 
 
@@ -189,8 +245,9 @@ def test_search_in_turned_photos_maps_faces_back(astronaut, astro_face):
     (lx, ly), (rx, ry) = astro_face.keypoints["left_eye"], astro_face.keypoints["right_eye"]
     centre = ((lx + rx) / 2, (ly + ry) / 2)
     rotated = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D(centre, 30, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
-    upright = F.detect_faces(rotated)
-    turned = F.detect_faces(rotated, rotations=(-30.0,))  # the turned photo shows the face upright
+    # MTCNN, no second look: the reflected border holds a mirrored part of the face, which a second look finds.
+    upright = F.detect_faces(rotated, detector="mtcnn", recheck=False)
+    turned = F.detect_faces(rotated, detector="mtcnn", rotations=(-30.0,), recheck=False)  # the turned photo shows the face upright
     assert len(upright) == len(turned) == 1
     assert turned[0].angle == -30.0
     for name in F.KEYPOINTS:
@@ -211,8 +268,8 @@ def test_second_look_finds_a_small_strongly_tilted_face(astronaut, astro_face):
     m = cv2.getRotationMatrix2D(centre, 60, 0.3)
     m[:, 2] += (320 - centre[0], 240 - centre[1])
     photo = cv2.warpAffine(astronaut, m, (640, 480), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 120, 150))
-    assert F.detect_faces(photo, recheck=False) == []  # the check below can fail
-    faces = F.detect_faces(photo)
+    assert F.detect_faces(photo, detector="mtcnn", recheck=False) == []  # the check below can fail
+    faces = F.detect_faces(photo, detector="mtcnn")
     assert len(faces) == 1 and faces[0].angle in F.RECHECK_ANGLES and faces[0].angle != 0
     assert faces[0].score >= F.MTCNN_MIN_SCORE
     for name in F.KEYPOINTS:
