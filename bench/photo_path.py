@@ -1,8 +1,9 @@
 """Benchmark the photo path (decode -> detect -> align -> predict) on synthetic photos of FER2013 faces.
 
     python bench/photo_path.py                       # detection figures for each candidate detector
-    python bench/photo_path.py --model run/best.keras  # plus accuracy through the photo path
-    python bench/photo_path.py --measure-template    # re-measure core.faces.FER_TEMPLATE
+    python bench/photo_path.py --model run/best.keras  # plus accuracy through the photo path (default detector)
+    python bench/photo_path.py --photos 60 --detectors centerface,mtcnn+centerface@800  # a quick look
+    python bench/photo_path.py --measure-template    # re-measure core.faces' keypoint templates
 
 Test photos (built in memory, seeded, never written to the repo): FER2013
 PublicTest faces composited onto backgrounds (scikit-image's bundled photos
@@ -23,9 +24,9 @@ its size (an upright square of the frame's side) and, for alignment, the
 template keypoints carried through the same placement.
 
 A detection matches a ground-truth face at IoU >= 0.4 (greedy, best first);
-unmatched detections are false positives. MTCNN's box is narrower than the
-FER frame (see core.faces.BOX_FRAMES): its median IoU with the frame is about
-0.75, well clear of 0.4.
+unmatched detections are false positives. A face found with keypoints is
+reported with the square its aligned crop covers (core.faces.crop_box), which
+is what the page draws; a FER2013 face framed like the median one gives IoU 1.
 """
 
 from __future__ import annotations
@@ -116,14 +117,52 @@ def measure_template(data_path: Path, n: int = 500, seed: int = 0) -> dict:
     print(f"eyes to mouth: median {np.median(eyes_mouth):.2f} px")
     print(f"MTCNN box median (x0, y0, x1, y1): {np.round(np.median(boxes, axis=0), 2).tolist()}")
     print(f"Haar box median (x0, y0, x1, y1), {len(haar_boxes)} found: {np.round(np.median(haar_boxes, axis=0), 2).tolist()}")
+    _print_symmetric("MTCNN", med)
+    cf_points = _centerface_points(images)
+    found = ~np.isnan(cf_points[:, 0, 0])
+    cf_med = np.median((cf_points[found] - pad) / up, axis=0)
+    print(f"CenterFace found {found.sum()} of {n} with score >= 0.5; median keypoints:")
+    for name, m in zip(F.KEYPOINTS, cf_med):
+        print(f"| {name} | {m[0]:.2f} | {m[1]:.2f} |")
+    _print_symmetric("CenterFace", cf_med)
+    return {"median": med, "iod": float(np.median(iod)), "found": len(points), "haar_box": np.median(haar_boxes, axis=0)}
+
+
+def _print_symmetric(name: str, med: np.ndarray) -> None:
+    """The template for core.faces.TEMPLATES: medians made left-right symmetric about the eyes' midpoint."""
     mid = (med[0, 0] + med[1, 0]) / 2
     eye_y = (med[0, 1] + med[1, 1]) / 2
+    half_eyes = (med[1, 0] - med[0, 0]) / 2
     half_mouth = (med[4, 0] - med[3, 0]) / 2
     mouth_y = (med[3, 1] + med[4, 1]) / 2
-    print("symmetric template:")
-    print(f"  left_eye ({med[0, 0]:.2f}, {eye_y:.2f})  right_eye ({med[1, 0]:.2f}, {eye_y:.2f})  nose ({mid:.2f}, {med[2, 1]:.2f})")
+    print(f"{name} symmetric template:")
+    print(f"  left_eye ({mid - half_eyes:.2f}, {eye_y:.2f})  right_eye ({mid + half_eyes:.2f}, {eye_y:.2f})  nose ({mid:.2f}, {med[2, 1]:.2f})")
     print(f"  mouth_left ({mid - half_mouth:.2f}, {mouth_y:.2f})  mouth_right ({mid + half_mouth:.2f}, {mouth_y:.2f})")
-    return {"median": med, "iod": float(np.median(iod)), "found": len(points), "haar_box": np.median(haar_boxes, axis=0)}
+
+
+def _centerface_points(images: list[np.ndarray], cols: int = 3, rows: int = 2) -> np.ndarray:
+    """(N, 5, 2) CenterFace keypoints (NaN: no face at score 0.5) of equal-sized images, several per pass.
+
+    The images are tiled cols x rows into one photo, so CenterFace sees each
+    face at about the scale it has on its own and the passes are few.
+    """
+    side = images[0].shape[0]
+    out = np.full((len(images), 5, 2), np.nan)
+    for first in range(0, len(images), cols * rows):
+        group = images[first : first + cols * rows]
+        sheet = np.zeros((rows * side, cols * side, 3), np.uint8)
+        for k, image in enumerate(group):
+            r, c = divmod(k, cols)
+            sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = image
+        best = np.zeros(len(group))
+        for face in F.detect_faces(sheet, detector="centerface", min_score=0.5, recheck=False):
+            x, y, w, h = face.box
+            c, r = int((x + w / 2) // side), int((y + h / 2) // side)
+            k = r * cols + c
+            if 0 <= c < cols and k < len(group) and face.score > best[k]:
+                best[k] = face.score
+                out[first + k] = [np.subtract(face.keypoints[name], (c * side, r * side)) for name in F.KEYPOINTS]
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +368,7 @@ def crop_correlation(crop: np.ndarray, original: np.ndarray) -> float:
 class Run:
     name: str
     detector: str
-    max_side: int
+    max_side: int | None  # None: each detector's default (core.faces)
     faces: list[list[F.Face]]
     detect_ms: np.ndarray
     detect_cpu_ms: np.ndarray  # CPU time of the process during detection (all threads)
@@ -355,17 +394,16 @@ def standalone_recall(photos: list[Photo], images48: np.ndarray, recheck: bool) 
 
 
 def run_detector(
-    photos: list[Photo], detector: str, max_side: int, rotations: tuple[float, ...] = (0.0,), recheck: bool = True
+    photos: list[Photo], detector: str, max_side: int | None = None, rotations: tuple[float, ...] = (0.0,), recheck: bool = True
 ) -> Run:
-    """Detect in every photo at the detector's operating score (MTCNN_MIN_SCORE; Haar: all)."""
+    """Detect in every photo at the detector's operating scores (core.faces defaults)."""
     F.warm_up(detector)
-    min_score = F.MTCNN_MIN_SCORE if detector == "mtcnn" else 0.0
     all_faces, detect_ms, cpu_ms, total_ms, crops = [], [], [], [], []
     for photo in photos:
         t0 = time.perf_counter()
         rgb = F.load_photo(photo.jpeg)
         t1, c1 = time.perf_counter(), time.process_time()
-        faces = F.detect_faces(rgb, detector=detector, max_side=max_side, min_score=min_score, rotations=rotations, recheck=recheck)
+        faces = F.detect_faces(rgb, detector=detector, max_side=max_side, rotations=rotations, recheck=recheck)
         t2, c2 = time.perf_counter(), time.process_time()
         aligned = [F.align_face(rgb, f) for f in faces]
         t3 = time.perf_counter()
@@ -374,7 +412,8 @@ def run_detector(
         detect_ms.append((t2 - t1) * 1000)
         cpu_ms.append((c2 - c1) * 1000)
         total_ms.append((t3 - t0) * 1000)
-    return Run(f"{detector}@{max_side}", detector, max_side, all_faces, np.array(detect_ms), np.array(cpu_ms), np.array(total_ms), crops)
+    name = detector if max_side is None else f"{detector}@{max_side}"
+    return Run(name, detector, max_side, all_faces, np.array(detect_ms), np.array(cpu_ms), np.array(total_ms), crops)
 
 
 def detection_rows(photos: list[Photo], run: Run, thresholds: list[float], images48: np.ndarray) -> list[dict]:
@@ -420,7 +459,7 @@ def predict(model, images: np.ndarray) -> np.ndarray:
     return np.asarray(probs).argmax(axis=1)
 
 
-def accuracy_rows(photos: list[Photo], run: Run, threshold: float, model, images48: np.ndarray) -> dict:
+def accuracy_rows(photos: list[Photo], run: Run, model, images48: np.ndarray) -> dict:
     truths = [t for p in photos for t in p.truths]
     labels = np.array([t.label for t in truths])
     direct = predict(model, images48[[t.index for t in truths]]) == labels
@@ -438,10 +477,8 @@ def accuracy_rows(photos: list[Photo], run: Run, threshold: float, model, images
     crops, owners = [], []
     k = 0
     for photo, faces, photo_crops in zip(photos, run.faces, run.crops):
-        kept = [j for j, f in enumerate(faces) if f.score >= threshold]
-        pairs = match(photo.truths, [faces[j] for j in kept])
-        for i, j in pairs.items():
-            crops.append(photo_crops[kept[j]])
+        for i, j in match(photo.truths, faces).items():
+            crops.append(photo_crops[j])
             owners.append(k + i)
         k += len(photo.truths)
     if crops:
@@ -463,8 +500,7 @@ def save_examples(photos: list[Photo], run: Run, folder: Path, count: int = 6) -
     folder.mkdir(parents=True, exist_ok=True)
     for i, (photo, faces, crops) in enumerate(zip(photos[:count], run.faces, run.crops)):
         rgb = F.load_photo(photo.jpeg)
-        kept = [f for f in faces if f.score >= F.MTCNN_MIN_SCORE or f.detector != "mtcnn"]
-        drawn = F.draw_boxes(rgb, kept)
+        drawn = F.draw_boxes(rgb, faces)
         for t in photo.truths:
             x, y, w, h = (int(round(v)) for v in t.box)
             cv2.rectangle(drawn, (x, y), (x + w, y + h), (0, 255, 0), 2)
@@ -473,20 +509,37 @@ def save_examples(photos: list[Photo], run: Run, folder: Path, count: int = 6) -
             cv2.imwrite(str(folder / f"crops{i}.png"), np.hstack([cv2.resize(c, (96, 96)) for c in crops]))
 
 
+def parse_spec(spec: str) -> tuple[str, int | None, list[str]]:
+    """'mtcnn+centerface@1024+norecheck' -> ('mtcnn+centerface', 1024, ['norecheck']): detector parts, max side, options."""
+    parts, side, options = [], None, []
+    for token in spec.split("+"):
+        name, _, at = token.partition("@")
+        if name in F.DETECTOR_PARTS:
+            parts.append(name)
+            side = int(at) if at else side
+        else:
+            options.append(token)
+    if not parts:
+        raise SystemExit(f"--detectors: no detector in {spec!r}; use {', '.join(F.DETECTOR_PARTS)}")
+    return "+".join(parts), side, options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FER2013 CSV (gz)")
-    parser.add_argument("--photos", type=int, default=300)
+    parser.add_argument("--photos", type=int, default=300, help="test photos to build (fewer for a quick look)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, help="a .keras model: (N, 48, 48, 1) grey 0..255 -> 7 probabilities")
     parser.add_argument(
         "--detectors",
-        default="mtcnn@800+pnet=0.6+rnet=0.7+norecheck,mtcnn@800+norecheck,mtcnn@800,mtcnn@800+rot,haar@800",
-        help="detector@max_side[+option...], comma-separated; options: rot (also look in the photo turned +-30 deg), "
-        "norecheck (no second look at doubtful boxes), pnet=, rnet=, minface= (mtcnn settings; default: core.faces.MTCNN_OPTIONS)",
+        default=f"haar,mtcnn,centerface,{F.DEFAULT_DETECTOR}",
+        help="comma-separated candidates, each detector[@max_side][+detector...][+option...], e.g. mtcnn+centerface "
+        "(a union) or mtcnn@800+norecheck; options: rot (also look in the photo turned +-30 deg), norecheck (no second "
+        "look at doubtful boxes), pnet=, rnet=, minface= (mtcnn settings; default: core.faces.MTCNN_OPTIONS). "
+        f"Accuracy is reported for the first candidate that is the app's default ({F.DEFAULT_DETECTOR}), else the last.",
     )
     parser.add_argument("--measure-template", action="store_true", help="measure FER2013's keypoint framing and stop")
-    parser.add_argument("--examples", type=Path, help="write a few annotated photos and their crops here")
+    parser.add_argument("--examples", type=Path, help="write a few annotated photos (default detector) and their crops here")
     args = parser.parse_args(argv)
 
     if not args.data.exists():
@@ -508,34 +561,45 @@ def main(argv: list[str] | None = None) -> int:
     defaults = dict(F.MTCNN_OPTIONS)
     option_names = {"pnet": "threshold_pnet", "rnet": "threshold_rnet", "minface": "min_face_size"}
     for spec in args.detectors.split(","):
-        # detector@max_side[+option...], e.g. mtcnn@800+pnet=0.6+rnet=0.7+norecheck or mtcnn@800+rot
-        head, *options = spec.split("+")
-        detector, _, side = head.partition("@")
+        detector, side, options = parse_spec(spec)
         settings = {option_names[k]: float(v) for k, _, v in (o.partition("=") for o in options if "=" in o)}
         F.MTCNN_OPTIONS.update(settings)
         rotations = (0.0, -30.0, 30.0) if "rot" in options else (0.0,)
         recheck = "norecheck" not in options
-        run = run_detector(photos, detector, int(side or F.DETECT_MAX_SIDE), rotations, recheck)
-        if detector == "mtcnn":
-            o = F.MTCNN_OPTIONS
-            run.name = f"{detector}@{run.max_side}, PNet {o['threshold_pnet']:g} RNet {o['threshold_rnet']:g}, min face {o['min_face_size']:g}"
-            run.name += ", second look" if recheck else ""
-            if "rot" not in options:
-                run.ceiling = standalone_recall(photos, images48, recheck)[0]
-        if "rot" in options:
-            run.name += ", also turned +-30 deg"
+        run = run_detector(photos, detector, side, rotations, recheck)
+        run.name = spec
+        if detector == "mtcnn" and "rot" not in options:
+            run.ceiling = standalone_recall(photos, images48, recheck)[0]
         runs.append(run)
         F.MTCNN_OPTIONS.clear()
         F.MTCNN_OPTIONS.update(defaults)
         print(f"ran {run.name}", file=sys.stderr)
 
+    summaries = {run.name: detection_rows(photos, run, [0.0], images48)[0] for run in runs}
     print()
-    print("Detection (match: IoU >= 0.4 with the face's 48-px frame; crop corr: median correlation of the aligned crop with the original 48x48 face)")
+    print(
+        "Candidates side by side (match: IoU >= 0.4 with the face's 48-px frame; each at core.faces' operating scores; "
+        "ms per photo, wall clock, detection alone)"
+    )
     print()
-    print("| detector @ max side | min score | recall | frame < 100 px | 100-200 px | >= 200 px | tilt > 15 deg | false pos. / photo | of which on background | crop corr |")
+    print("| candidate | recall | false pos. / photo | of which on background | detect median ms | detect p95 ms | detect CPU median / p95 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        r = summaries[run.name]
+        print(
+            f"| {run.name} | {r['recall']:.1%} | {r['fp_per_photo']:.3f} | {r['background_per_photo']:.3f} "
+            f"| {np.median(run.detect_ms):.0f} | {np.percentile(run.detect_ms, 95):.0f} "
+            f"| {np.median(run.detect_cpu_ms):.0f} / {np.percentile(run.detect_cpu_ms, 95):.0f} |"
+        )
+
+    print()
+    print("Detection in detail (crop corr: median correlation of the aligned crop with the original 48x48 face; "
+          "higher min scores keep the stronger faces of the same run)")
+    print()
+    print("| candidate | min score | recall | frame < 100 px | 100-200 px | >= 200 px | tilt > 15 deg | false pos. / photo | of which on background | crop corr |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
-        # Higher thresholds drop the operating run's weaker faces (no new run).
+        # MTCNN's scores only: a CenterFace face may carry MTCNN's keypoints and score (core.faces._mtcnn_keypoints).
         thresholds = [F.MTCNN_MIN_SCORE, 0.9, 0.95] if run.detector == "mtcnn" else [0.0]
         for r in detection_rows(photos, run, thresholds, images48):
             print(
@@ -548,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     distinct = len({t.index for p in photos for t in p.truths})
     print(
-        f"Ceiling (column 'alone' below): the share of the {distinct} distinct faces the same MTCNN settings find "
+        f"Ceiling (column 'alone' below, MTCNN only): the share of the {distinct} distinct faces the same MTCNN settings find "
         "on their own (upscaled 4x, mirrored border): FER2013 faces it cannot find alone it will not find in a photo."
     )
     oracle = []
@@ -564,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Latency per photo, ms (detect: detection alone, wall and process CPU time; photo: decode JPEG + detect + align every face)")
     print()
-    print("| detector @ max side | detect median | detect p95 | detect CPU median | detect CPU p95 | photo median | photo p95 | alone |")
+    print("| candidate | detect median | detect p95 | detect CPU median | detect CPU p95 | photo median | photo p95 | alone |")
     print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         print(
@@ -574,24 +638,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (other jobs on the machine inflate wall times)")
 
+    default = next((run for run in runs if run.name == F.DEFAULT_DETECTOR), runs[-1])
     if args.examples:
-        save_examples(photos, runs[0], args.examples)
+        save_examples(photos, default, args.examples)
 
     if args.model:
         import keras
 
         model = keras.models.load_model(args.model, safe_mode=True)
+        acc = accuracy_rows(photos, default, model, images48)
         print()
-        print(f"model: {args.model}")
-        print("| detector | min score | faces | found | direct 48x48 | true-placement crop from photo | photo path (missed = wrong) | photo path, found faces | direct, same found faces |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for run in runs:
-            threshold = F.MTCNN_MIN_SCORE if run.detector == "mtcnn" else 0.0
-            acc = accuracy_rows(photos, run, threshold, model, images48)
-            print(
-                f"| {run.name} | {threshold:.2f} | {acc['faces']} | {acc['found']} | {acc['direct']:.1f}% | {acc['oracle']:.1f}% "
-                f"| {acc['path_all']:.1f}% | {acc['path_found']:.1f}% | {acc['direct_found']:.1f}% |"
-            )
+        print(f"Accuracy through the photo path, {default.name}, model: {args.model}")
+        print()
+        print("| candidate | faces | found | direct 48x48 | true-placement crop from photo | photo path (missed = wrong) | photo path, found faces | direct, same found faces |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(
+            f"| {default.name} | {acc['faces']} | {acc['found']} | {acc['direct']:.1f}% | {acc['oracle']:.1f}% "
+            f"| {acc['path_all']:.1f}% | {acc['path_found']:.1f}% | {acc['direct_found']:.1f}% |"
+        )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     return 0
 
