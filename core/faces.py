@@ -359,8 +359,14 @@ def _haar() -> cv2.CascadeClassifier:
 
 
 def warm_up(detector: str = DEFAULT_DETECTOR) -> None:
-    """Build the detector now (e.g. at server start) so the first user does not wait for it."""
+    """Build the detector now (e.g. at server start) so the first user does not wait for it.
+
+    CenterFace needs MTCNN too (its second look and keypoints), which a blank
+    image never reaches: it is built here as well.
+    """
     detect_faces(np.full((64, 64, 3), 128, np.uint8), detector=detector)
+    if "centerface" in _parts(detector):
+        _mtcnn()
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:
