@@ -166,8 +166,8 @@ def face_crops(photo: Photo, key: str) -> np.ndarray | None:
         st.image(found.boxed, caption=f"{count} found, numbered left to right", width=width)
         return found.crops
     st.image(found.boxed, width=width)
-    st.warning("No face found in this photo. The detector misses faces under ~20 px, turned far to the side, "
-               "or heavily shadowed; you can still classify part of the image.")
+    st.warning("No face found in this photo. The detector (CenterFace, with MTCNN's second look) can miss very "
+               "small faces, faces turned far to the side, or heavily shadowed ones; you can still classify part of the image.")
     choice = st.radio("Use instead", list(FALLBACKS), index=None, format_func=FALLBACKS.get, horizontal=True,
                       key=f"{key}_fallback")
     return None if choice is None else found.fallbacks[choice][None]
