@@ -139,3 +139,17 @@ def test_ablation_chart_one_trace_per_setting_in_given_order():
     fig = ablation_chart(table, value="val accuracy")
     assert [t.name for t in fig.data] == ["none", "normalisation only"]
     assert list(fig.data[0].x) == ["tiny", "ferlab"]
+
+
+def test_best_models_rank_real_face_runs_first_and_name_each_data_set_once(tmp_path):
+    """The shipped demo CNN scores higher on its toy test set than any FER2013 run: it must not top 'Best models'."""
+    from pathlib import Path
+
+    from core.runs import RunStore
+    from dashboard.tables import best_first, run_table
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    table = best_first(run_table(RunStore(tmp_path, shipped=[models / "demo", models / "fer"]).list()))
+    assert table["real faces"].tolist() == sorted(table["real faces"], reverse=True) and table["real faces"].iloc[0]
+    assert table[~table["real faces"]]["test accuracy"].max() > table[table["real faces"]]["test accuracy"].max()
+    assert set(table["data"]) == {"demo", "fer2013.csv.gz"}  # one name per data set, whatever path trained it
