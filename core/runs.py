@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -83,8 +83,10 @@ class Run:
             return {k: npz[k] for k in npz.files}
 
     def train_config(self) -> TrainConfig:
-        """A single run's training config (an ensemble's members each have theirs)."""
-        return TrainConfig.from_dict({k: v for k, v in self.config.items() if k not in ("kind", "label")})
+        """A single run's training config (an ensemble's members each have theirs); the
+        folder's own notes (kind, label, a snapshot's epochs) are not part of it."""
+        names = {f.name for f in fields(TrainConfig)}
+        return TrainConfig.from_dict({k: v for k, v in self.config.items() if k in names})
 
     def member_paths(self) -> list[Path]:
         return [self.path.parent / m for m in self.config.get("members", [])]

@@ -258,6 +258,8 @@ def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
     assert (workdir / "last.keras").exists() and not (workdir / "metrics.json").exists()
     resumed = store.train(config, demo_small)
     assert resumed.path == workdir and resumed.history()["epoch"].tolist() == [1, 2, 3, 4, 5]
+    packed = RunStore(tmp_path / "shipped", shipped=[]).pack(snap.id, demo_small)  # a snapshot packs like any run
+    assert packed.metrics["stored_as"] == "float16" and packed.model().count_params() == snap.metrics["params"]["trainable"] + snap.metrics["params"]["non_trainable"]
 
 
 def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
