@@ -222,8 +222,8 @@ class RunStore:
         checkpoint = workdir / "best.keras"
         if not len(history) or not checkpoint.exists():
             raise ValueError(f"{workdir}: no finished epoch to take a snapshot of")
-        base = json.loads((workdir / "config.json").read_text())
-        config = Run(workdir).train_config()
+        unfinished = Run(workdir)
+        base, config = unfinished.config, unfinished.train_config()  # config.json read once
         done = len(history)
         cfg = {**config.to_dict(), "snapshot_of": workdir.name, "epochs_done": done}
         path = self.root / self.run_id(cfg, data.fingerprint())
