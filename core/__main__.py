@@ -54,6 +54,10 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
     parser.add_argument("--init-from", metavar="RUN_ID",
                         help="start from the weights of this finished run of the same model (fine-tuning)")
+    parser.add_argument("--teacher", metavar="RUN_ID",
+                        help="distil this finished run (an ensemble, usually): its probabilities join the targets")
+    parser.add_argument("--distill-weight", type=float, default=0.5,
+                        help="with --teacher: the teacher's share of each target, 0..1 (the rest is the label)")
     parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute (faster on CPUs with AMX/AVX-512 BF16)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                         help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
@@ -131,6 +135,8 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed,
         mixed_precision=args.bf16,
         init_from=args.init_from,
+        teacher=args.teacher,
+        distill_weight=args.distill_weight,
     )
 
 
@@ -145,6 +151,8 @@ def _validate(config) -> None:
         raise ValueError("--epochs and --batch-size must be at least 1")
     if not 0 < config.val_fraction < 1:
         raise ValueError("--val-fraction must be between 0 and 1")
+    if not 0 <= config.distill_weight <= 1:
+        raise ValueError("--distill-weight must be between 0 and 1")
 
 
 def _strategy(name: str):

@@ -200,14 +200,24 @@ class RunStore:
             if (start := self.get(config.init_from)) is None:
                 raise ValueError(f"no finished run '{config.init_from}' to start from (python -m core list shows them)")
             init = start.model()
+        teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         label = f"{config.model.arch}" + (f" bag{config.bootstrap}" if config.bootstrap is not None else "")
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
-        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init)
+        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init, teacher=teacher)
         save_atomic(result.model, path / "model.keras")
         self._finish(path, data, config, result)
         return Run(path)
+
+    def _teacher(self, config: TrainConfig, data: FaceDataset) -> Run:
+        """The finished run ``config.teacher`` names, if it can be distilled (``teacher_problem``)."""
+        teacher = self.get(config.teacher)
+        if teacher is None:
+            raise ValueError(f"no finished run '{config.teacher}' to distil from (python -m core list shows them)")
+        if (problem := teacher_problem(teacher, config, data.fingerprint())) is not None:
+            raise ValueError(problem)
+        return teacher
 
     def snapshot(self, workdir: Path, data: FaceDataset) -> Run:
         """A finished run, in this store, from the best checkpoint so far of an
@@ -322,6 +332,25 @@ class RunStore:
         self._finish(run.path, data, config, FitResult(packed, run.history(), before["train_seconds"], train, val), keep=keep)
         (run.path / "model.keras").unlink(missing_ok=True)
         return Run(run.path)
+
+
+def teacher_problem(teacher: Run, config: TrainConfig, fingerprint: str) -> str | None:
+    """Why ``teacher`` cannot be distilled into a training of ``config`` on the data
+    of ``fingerprint``, or None when it can.
+
+    It must have trained on that data set with the same validation split: a
+    teacher that saw the student's validation faces would leak their labels into
+    the student's targets, and the student's validation accuracy would flatter it.
+    """
+    if teacher.metrics["data"]["fingerprint"] != fingerprint:
+        return f"teacher {teacher.id} was trained on other data ({teacher.metrics['data']['source']})"
+    base = teacher.config["base"] if teacher.is_ensemble else teacher.config
+    split = ("train_split", "val_fraction", "seed")
+    theirs, ours = (tuple(c.get(k) for k in split) for c in (base, config.to_dict()))
+    if theirs != ours:
+        return (f"teacher {teacher.id} has another validation split ({', '.join(f'{k}={v}' for k, v in zip(split, theirs))}); "
+                "distil with the same --val-fraction and --seed")
+    return None
 
 
 def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: str = "none") -> dict:

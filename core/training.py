@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from core.data import FaceDataset, stratified_split
+from core.evaluation import predict_probs
 from core.models import N_CLASSES, ModelSpec, build_model, inference_model
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
@@ -46,6 +47,8 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_bfloat16 compute, float32 weights
     train_split: str = "Training"
     init_from: str | None = None  # id of a finished run of the same model whose weights training starts from
+    teacher: str | None = None  # id of a finished run (an ensemble, usually) to distil: its probabilities join the targets
+    distill_weight: float = 0.5  # share of the teacher's probabilities in each target (the rest: the one-hot label)
 
     def to_dict(self) -> dict:
         """The config as stored and hashed into the run id.
@@ -57,6 +60,8 @@ class TrainConfig:
         for name, default in _LATER_FIELDS.items():
             if d[name] == default:
                 del d[name]
+        if self.teacher is None:
+            del d["distill_weight"]  # means nothing without a teacher
         return d
 
     @classmethod
@@ -64,7 +69,7 @@ class TrainConfig:
         return cls(**{**d, "model": ModelSpec.from_dict(d["model"])})
 
 
-_LATER_FIELDS = {"init_from": None}
+_LATER_FIELDS = {"init_from": None, "teacher": None}
 
 
 @dataclass(frozen=True)
@@ -98,17 +103,35 @@ def training_split(data: FaceDataset, config: TrainConfig) -> tuple[FaceDataset,
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
-    """uint8 faces in memory -> batches of ((B, 48, 48, 1) float32, (B, 7) one-hot).
+    """uint8 faces in memory -> batches of ((B, 48, 48, 1) float32, (B, 7) targets).
 
-    Augmentation is not here: it is a layer inside the model (so the saved model
-    carries it and it runs vectorised on whole batches).
+    ``labels``: (N,) class indices, made one-hot, or (N, 7) soft targets (distillation)
+    used as they are. Augmentation is not here: it is a layer inside the model (so
+    the saved model carries it and it runs vectorised on whole batches).
     """
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+    soft = labels.ndim == 2
+    targets = labels.astype(np.float32) if soft else labels.astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, N_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y if soft else tf.one_hot(y, N_CLASSES)),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def distill_targets(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
+    """(N,) labels and the teacher's (N, 7) probabilities -> (N, 7) soft targets.
+
+    Why a mixture: the teacher's probabilities carry what the one-hot label cannot
+    (this Fear face looks half Surprise), which is where a distilled single net gains
+    on one trained from labels alone; the label's share keeps the teacher's
+    mistakes from being learnt as they are (Hinton et al. 2015, at temperature 1).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distill_weight must be between 0 and 1, not {weight}")
+    one_hot = np.eye(N_CLASSES, dtype=np.float32)[labels]
+    return (1.0 - weight) * one_hot + weight * teacher_probs.astype(np.float32)
 
 
 # ------------------------------------------------------------------ optimiser
@@ -257,6 +280,7 @@ def fit(
     progress: ProgressFn | None = None,
     strategy: tf.distribute.Strategy | None = None,
     init: keras.Model | None = None,
+    teacher: keras.Model | None = None,
 ) -> FitResult:
     """Train (or resume training) ``config`` on ``data`` with checkpoints in ``workdir``.
 
@@ -264,6 +288,8 @@ def fit(
     GPUs, MultiWorkerMirroredStrategy from TF_CONFIG); the batch size is global.
     ``init``: the trained model ``config.init_from`` names (same architecture):
     a fresh start copies its weights (fine-tuning); a resumed one ignores it.
+    ``teacher``: the model ``config.teacher`` names; its flip-TTA probabilities on
+    the training faces are mixed into the targets (``distill_targets``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +308,10 @@ def fit(
             model = build_compiled(config, train)
             if init is not None:
                 copy_weights(init, model)
-    train_ds = make_dataset(train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed)
+    targets = train.labels
+    if teacher is not None:
+        targets = distill_targets(train.labels, predict_probs(teacher, train.images, tta="flip"), config.distill_weight)
+    train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=config.seed)
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
     if progress is not None:

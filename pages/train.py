@@ -10,6 +10,8 @@ import streamlit as st
 
 from core.figures import training_curves
 from core.models import DEFAULT_CNN, PRESETS
+from core.runs import teacher_problem
+from core.training import TrainConfig
 from dashboard import jobs, nav, pickers, state
 from dashboard.progress import live_progress, progress_bar
 
@@ -37,6 +39,13 @@ left.caption(PRESETS[preset].description)
 epochs = right.number_input("Epochs", min_value=1, max_value=300, key="train_epochs")
 seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="train_seed")
 members = left.number_input("Members", min_value=2, max_value=10, key="train_members") if kind == "ensemble" else 0
+teacher = "none"
+if kind == "cnn":
+    # Distillation: the chosen run's probabilities on the training faces join the labels as targets.
+    teachers = [r.id for r in state.run_store().list()
+                if teacher_problem(r, TrainConfig(seed=int(seed)), loaded.fingerprint) is None]
+    teacher = right.selectbox("Distil from (its answers join the labels as targets)", ["none", *teachers],
+                              key="train_teacher", help="Usually an ensemble trained on this data with the same seed.")
 normalize = left.toggle("Normalise grey levels (training mean and std)", key="train_normalize")
 augment = left.toggle("Augment (flip, rotate, zoom, shift, shear)", key="train_augment")
 st.session_state[FORM_KEY] = {key: st.session_state[key] for key in defaults}
@@ -47,6 +56,7 @@ args += ["--epochs", str(epochs), "--seed", str(seed)]
 args += [] if augment else ["--no-augment"]
 args += [] if normalize else ["--no-normalize"]
 args += ["--members", str(members)] if kind == "ensemble" else []
+args += [] if teacher == "none" else ["--teacher", teacher]
 plan = jobs.plan(args, loaded.fingerprint)
 st.caption("The same from a terminal:")
 st.code(f"python -m core {' '.join(args)} --data {'<your CSV>' if source.kind == 'upload' else source.ref}", language="bash")

@@ -163,6 +163,20 @@ def test_train_page_opens_the_cached_run_instead_of_retraining(lab):
     assert not other.success
 
 
+def test_train_page_offers_runs_on_this_data_as_teachers(lab):
+    """Distillation: runs on this data with the same validation split are offered, and the chosen one
+    reaches the command; with another seed (another split) none qualifies."""
+    at = open_page("train.py")
+    _set_train_form(at, epochs=3)
+    options = at.selectbox(key="train_teacher").options
+    assert options[0] == "none" and {lab.single.id, lab.ensemble.id} <= set(options)
+    at.selectbox(key="train_teacher").set_value(lab.ensemble.id).run()
+    assert not at.exception, at.exception
+    assert f"--teacher {lab.ensemble.id}" in at.code[0].value
+    _set_train_form(at, epochs=3, seed=5)
+    assert at.selectbox(key="train_teacher").options == ["none"]
+
+
 def test_train_page_runs_a_training_in_the_background(tmp_path, monkeypatch):
     monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])

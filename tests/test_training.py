@@ -15,7 +15,7 @@ import pytest
 from core.evaluation import combine, metrics
 from core.models import ModelSpec, last_conv_layer
 from core.runs import RunStore, evaluate
-from core.training import TrainConfig, training_split
+from core.training import TrainConfig, distill_targets, fit, training_split
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2, batch_size=32)
@@ -208,6 +208,8 @@ def test_cli_train_list_predict_evaluate(tmp_path):
         (["predict", "nope", "face.png"], "no finished run 'nope'"),
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--epochs", "1", "--init-from", "tiny-0000000000"], "no finished run 'tiny-0000000000' to start from"),
+        (["train", "--epochs", "1", "--teacher", "tiny-0000000000"], "no finished run 'tiny-0000000000' to distil from"),
+        (["train", "--epochs", "1", "--teacher", "x", "--distill-weight", "1.5"], "--distill-weight must be between 0 and 1"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):
@@ -230,6 +232,53 @@ def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
     np.testing.assert_array_equal(tuned.model().get_layer(conv).get_weights()[0], start.model().get_layer(conv).get_weights()[0])
     with pytest.raises(ValueError, match="the layers differ"):
         store.train(replace(frozen, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
+
+
+def test_distill_targets_mix_the_label_and_the_teacher():
+    labels = np.array([0, 3])
+    teacher = np.full((2, 7), 1 / 7, dtype=np.float32)
+    np.testing.assert_allclose(distill_targets(labels, teacher, 0.0), np.eye(7)[labels])
+    np.testing.assert_allclose(distill_targets(labels, teacher, 1.0), teacher)
+    mixed = distill_targets(labels, teacher, 0.25)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+    assert mixed[1, 3] == pytest.approx(0.75 + 0.25 / 7)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        distill_targets(labels, teacher, 1.5)
+
+
+def _always_happy() -> "keras.Model":
+    """A teacher that answers Happy (class 3) to every face, whatever it is."""
+    import keras
+
+    face = keras.Input((48, 48, 1))
+    logits = keras.layers.Dense(7, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(
+        [0, 0, 0, 20, 0, 0, 0]))(keras.layers.Flatten()(face))
+    return keras.Model(face, keras.layers.Softmax()(logits))
+
+
+@pytest.mark.parametrize("weight, all_happy", [(1.0, True), (0.0, False)])
+def test_a_distilled_student_learns_the_teachers_answers(demo_small, tmp_path, weight, all_happy):
+    """Targets wholly from a teacher that always says Happy make a student that always says Happy;
+    with the teacher's weight at 0 the labels rule (the demo classes are balanced)."""
+    from dataclasses import replace
+
+    config = replace(TINY, epochs=3, learning_rate=3e-3, teacher="always-happy", distill_weight=weight)
+    result = fit(config, demo_small, tmp_path / "student", teacher=_always_happy())
+    predicted = result.model.predict(result.val.images[..., None].astype(np.float32), verbose=0).argmax(axis=1)
+    assert bool((predicted == 3).all()) is all_happy
+
+
+def test_a_teacher_must_share_the_students_validation_split(demo_small, runs_dir):
+    from dataclasses import replace
+
+    store = RunStore(runs_dir, shipped=[])
+    teacher = store.train(replace(TINY, epochs=1), demo_small)
+    student = replace(TINY, epochs=1, teacher=teacher.id)
+    with pytest.raises(ValueError, match="another validation split"):
+        store.train(replace(student, val_fraction=0.2), demo_small)
+    distilled = store.train(student, demo_small)
+    assert distilled.config["teacher"] == teacher.id and distilled.config["distill_weight"] == 0.5
+    assert distilled.id != store.train(replace(TINY, epochs=1), demo_small).id
 
 
 def test_shipped_runs_keep_their_ids():
