@@ -17,13 +17,12 @@ The accuracy this costs is measured when a run is packed
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from core.models import ModelSpec, build_model, input_stats
+from core.models import ModelSpec, input_stats, plain_model
 
 FILENAME = "model.f16.npz"
 
@@ -45,9 +44,7 @@ def load_float16(path: Path, spec: ModelSpec) -> keras.Model:
         mean, std = float(npz["mean"]), float(npz["std"])
         names = sorted(k for k in npz.files if k.startswith("w"))
         weights = [npz[k].astype(np.float32) for k in names]
-    model = build_model(replace(spec, augment=None), mean=mean, std=std, policy="float32")
-    expected = len(model.get_weights())
-    if len(weights) != expected:
-        raise ValueError(f"{path}: {len(weights)} weight arrays, but a '{spec.arch}' model has {expected}")
-    model.set_weights(weights)  # raises on a shape mismatch, naming the shapes
-    return model
+    try:
+        return plain_model(spec, mean, std, weights)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

@@ -308,8 +308,18 @@ def inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
     full-precision gradients after a bfloat16 training.
     """
     mean, std = input_stats(model)
+    return plain_model(spec, mean, std, model.get_weights())
+
+
+def plain_model(spec: ModelSpec, mean: float, std: float, weights: list[np.ndarray]) -> keras.Model:
+    """``spec`` built in float32 without augmentation layers, holding ``weights``:
+    what every trained model is served as, whether it comes from a training or from
+    float16 storage (``core.float16``)."""
     plain = build_model(replace(spec, augment=None), mean=mean, std=std, policy="float32")
-    plain.set_weights(model.get_weights())
+    expected = len(plain.get_weights())
+    if len(weights) != expected:
+        raise ValueError(f"{len(weights)} weight arrays, but a '{spec.arch}' model has {expected}")
+    plain.set_weights(weights)  # raises on a shape mismatch, naming the shapes
     return plain
 
 
