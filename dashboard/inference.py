@@ -123,11 +123,20 @@ def comparison(key: tuple) -> pd.DataFrame | None:
 
 def compare(key: tuple, run_path: str, sample: FaceDataset, methods: dict[str, dict], sanity_faces: int,
             progress: Progress) -> pd.DataFrame:
-    """``core.explain.compare.compare_methods`` on ``sample`` with the run's model, computed once per ``key``."""
+    """``core.explain.compare.compare_methods`` on ``sample`` with the run's model, computed once per ``key``.
+
+    While another session's comparison holds the CPU, ``progress`` says so (a bar
+    frozen at "starting…" would look like a hang to the student waiting)."""
     store = _comparisons()
-    with store["lock"]:
+    lock: threading.Lock = store["lock"]
+    if not lock.acquire(blocking=False):
+        progress("waiting: another comparison is running on this server, yours starts when it ends", 0, 1)
+        lock.acquire()
+    try:
         if key not in store["tables"]:
             model = state.model(run_path)
             store["tables"][key] = compare_methods(model, sample.images, None, methods, masks=sample.masks,
                                                    sanity_faces=sanity_faces, progress=progress)
         return store["tables"][key]
+    finally:
+        lock.release()

@@ -321,6 +321,28 @@ def test_trust_page_ranks_the_methods_once_for_every_session(lab):
     assert table_with(again, "faithfulness_s")["gain"].tolist() == shown["gain"].tolist()
 
 
+def test_a_comparison_queued_behind_another_says_it_waits(lab):
+    """The server runs one comparison at a time; the one queued behind it reports that, then computes."""
+    import threading
+    import time
+
+    from dashboard import inference
+
+    ticks: list[str] = []
+    lock = inference._comparisons()["lock"]
+    sample = held_out_sample(lab.data, 5)
+    with lock:  # another session's comparison
+        worker = threading.Thread(target=inference.compare, args=(
+            ("queued", lab.cnn.id), str(lab.cnn.path), sample, {"saliency": {}}, 0, lambda what, done, total: ticks.append(what)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not ticks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ticks == ["waiting: another comparison is running on this server, yours starts when it ends"]
+    worker.join(timeout=120)
+    assert len(ticks) > 1 and inference.comparison(("queued", lab.cnn.id)) is not None
+
+
 def test_trust_page_notes_methods_a_dnn_cannot_use(lab):
     at = _trust(lab.dnn.id, ["saliency", "gradcam"])
     at.button(key="trust_compute").click().run()
