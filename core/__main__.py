@@ -1,4 +1,4 @@
-"""``python -m core train|ensemble|evaluate|predict|snapshot|pack|list|delete`` -- the CLI.
+"""``python -m core train|ensemble|combine|evaluate|predict|snapshot|pack|list|delete`` -- the CLI.
 
 Bad arguments or bad data exit non-zero with one line naming the problem,
 never a traceback: users of this tool are students, not debuggers.
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _train_options(p)
     p.add_argument("--members", type=int, default=5)
+
+    p = sub.add_parser("combine", help="an ensemble of finished runs of any architectures (same data and validation split)")
+    p.add_argument("run", nargs="+", metavar="RUN", help="finished single runs (python -m core list shows them)")
+    _common(p, data=False)
 
     p = sub.add_parser("evaluate", help="accuracy and per-class metrics of a run on a labelled split")
     _common(p)
@@ -198,6 +202,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "snapshot":
         result = store.snapshot(Path(args.workdir), load_dataset(args.data))
+        _print_summary(result)
+        print(result.path)
+        return 0
+    if args.command == "combine":
+        result = store.combine(args.run)
         _print_summary(result)
         print(result.path)
         return 0

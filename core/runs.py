@@ -88,8 +88,27 @@ class Run:
         names = {f.name for f in fields(TrainConfig)}
         return TrainConfig.from_dict({k: v for k, v in self.config.items() if k in names})
 
+    @property
+    def base_config(self) -> dict:
+        """The training config that describes this run: its own; a bagging ensemble's
+        shared one; for an ensemble combined from different runs (``RunStore.combine``),
+        its first member's (they all share the data and the validation split)."""
+        if not self.is_ensemble:
+            return self.config
+        return self.config["base"] or Run(self.member_paths()[0]).config
+
+    @property
+    def arch(self) -> str:
+        """'ferlab'; a combined ensemble's member architectures, 'ferlab+vgg9'."""
+        if self.is_ensemble and self.config["base"] is None:
+            return "+".join(dict.fromkeys(Run(p).config["model"]["arch"] for p in self.member_paths()))
+        return self.base_config["model"]["arch"]
+
     def member_paths(self) -> list[Path]:
-        return [self.path.parent / m for m in self.config.get("members", [])]
+        """Members live beside their ensemble; a combined ensemble's may be shipped runs."""
+        roots = [self.path.parent, *shipped_roots()]
+        return [next((r / m for r in roots if (r / m / "metrics.json").exists()), self.path.parent / m)
+                for m in self.config.get("members", [])]
 
     def model(self) -> keras.Model:
         """The Keras model (an ensemble: one model averaging its members' probabilities)."""
@@ -299,6 +318,45 @@ class RunStore:
         _write_ensemble(path, cfg, runs)
         return Run(path)
 
+    def combine(self, run_ids: list[str]) -> Run:
+        """An ensemble of finished single runs of any architectures, by the same three rules.
+
+        Bagging varies the data; this varies the model too (a ferlab and a vgg9
+        disagree more than two ferlabs, which is what averaging feeds on). The runs
+        must share the data set and the validation split, so their stored
+        predictions line up face for face; nothing is trained or predicted again.
+        """
+        if len(run_ids) < 2:
+            raise ValueError("combine needs at least 2 runs")
+        runs = []
+        for run_id in run_ids:
+            run = self.get(run_id)
+            if run is None:
+                raise ValueError(f"no finished run '{run_id}' (python -m core list shows them)")
+            if run.is_ensemble:
+                raise ValueError(f"{run.id} is an ensemble: combine its members (python -m core list shows them)")
+            runs.append(run)
+        if len({r.id for r in runs}) < len(runs):
+            raise ValueError("each run can be combined once")
+        first = runs[0].predictions()
+        for run in runs[1:]:
+            if run.metrics["data"]["fingerprint"] != runs[0].metrics["data"]["fingerprint"]:
+                raise ValueError(f"{run.id} was trained on other data than {runs[0].id}")
+            preds = run.predictions()
+            for key in ("val_ids", "test_ids"):
+                if key in first and not np.array_equal(preds.get(key), first[key]):
+                    split = "validation" if key == "val_ids" else REPORT_SPLIT
+                    raise ValueError(f"{run.id} has another {split} split than {runs[0].id} (same --val-fraction and --seed needed)")
+        cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
+               "label": "ensemble of " + " + ".join(r.config["model"]["arch"] for r in runs)}
+        path = self.root / self.run_id(cfg, runs[0].metrics["data"]["fingerprint"])
+        if (path / "metrics.json").exists():
+            return Run(path)
+        path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
+        _write_ensemble(path, cfg, runs)
+        return Run(path)
+
     # ------------------------------------------------------------- packing
 
     def pack(self, run_id: str, data: FaceDataset) -> Run:
@@ -344,7 +402,7 @@ def teacher_problem(teacher: Run, config: TrainConfig, fingerprint: str) -> str 
     """
     if teacher.metrics["data"]["fingerprint"] != fingerprint:
         return f"teacher {teacher.id} was trained on other data ({teacher.metrics['data']['source']})"
-    base = teacher.config["base"] if teacher.is_ensemble else teacher.config
+    base = teacher.base_config
     split = ("train_split", "val_fraction", "seed")
     theirs, ours = (tuple(c.get(k) for k in split) for c in (base, config.to_dict()))
     if theirs != ours:

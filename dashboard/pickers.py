@@ -119,7 +119,7 @@ def setting_name(model: dict) -> str:
 
 def run_title(run: Run) -> str:
     """'tiny · norm+aug · 8 ep [3f2a1c]': runs of one architecture differ in the middle."""
-    config = run.config["base"] if run.is_ensemble else run.config
+    config = run.base_config
     epochs = config.get("epochs", "?")
     return f"{run.label} · {setting_name(config['model'])} · {epochs} ep [{run.id.rsplit('-', 1)[-1][:6]}]"
 

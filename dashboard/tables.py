@@ -22,13 +22,13 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         m = run.metrics
-        config = run.config["base"] if run.is_ensemble else run.config
+        config = run.base_config
         rows.append(
             {
                 "run": run_title(run),
                 "id": run.id,
                 "kind": f"ensemble x{len(m['members'])}" if run.is_ensemble else "single",
-                "arch": config["model"]["arch"],
+                "arch": run.arch,
                 "setting": SETTINGS[setting_name(config["model"])],
                 "epochs": m.get("epochs_run", config["epochs"]),
                 "trainable params": m["params"]["trainable"],

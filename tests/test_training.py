@@ -155,6 +155,42 @@ def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
     assert report["average"]["accuracy"] == pytest.approx(ens.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
 
 
+def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
+    """A CNN and a DNN combined: the ensemble's stored and live probabilities are the members' mean."""
+    from dataclasses import replace
+
+    store = RunStore(runs_dir, shipped=[])
+    cnn = store.train(replace(TINY, epochs=1), demo_small)
+    dnn = store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
+    both = store.combine([cnn.id, dnn.id])
+    assert both.is_ensemble and both.arch == "tiny+dnn" and both.base_config == cnn.config
+    assert store.combine([cnn.id, dnn.id]).id == both.id  # stored: returned as it is
+    stored = [r.predictions()["test_probs"] for r in (cnn, dnn)]
+    np.testing.assert_allclose(both.predictions()["test_probs"], (stored[0] + stored[1]) / 2, atol=1e-6)
+    faces = demo_small.images[:4, ..., None].astype("float32")
+    live = [r.model().predict(faces, verbose=0) for r in (cnn, dnn)]
+    np.testing.assert_allclose(both.model().predict(faces, verbose=0), (live[0] + live[1]) / 2, atol=1e-5)
+    assert set(both.metrics["rules"]) == {"average", "vote", "weighted"}
+
+
+def test_combine_refuses_what_does_not_line_up(demo_small, runs_dir):
+    from dataclasses import replace
+
+    store = RunStore(runs_dir, shipped=[])
+    one = store.train(replace(TINY, epochs=1), demo_small)
+    other_split = store.train(replace(TINY, epochs=1, val_fraction=0.2), demo_small)
+    bagged = store.ensemble(replace(TINY, epochs=1), 2, demo_small)
+    for ids, message in [
+        ([one.id], "at least 2 runs"),
+        ([one.id, one.id], "combined once"),
+        ([one.id, "tiny-0000000000"], "no finished run 'tiny-0000000000'"),
+        ([one.id, bagged.id], "is an ensemble"),
+        ([one.id, other_split.id], "another validation split"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            store.combine(ids)
+
+
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     """tf.distribute: the same training under MirroredStrategy over 2 logical CPU devices."""
     script = f"""
@@ -206,6 +242,7 @@ def test_cli_train_list_predict_evaluate(tmp_path):
         (["train", "--model", "resnet", "--epochs", "1"], "unknown model 'resnet'"),
         (["train", "--data", "/nope.csv", "--epochs", "1"], "/nope.csv: no such file"),
         (["predict", "nope", "face.png"], "no finished run 'nope'"),
+        (["combine", "nope", "nope2"], "no finished run 'nope'"),
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--epochs", "1", "--init-from", "tiny-0000000000"], "no finished run 'tiny-0000000000' to start from"),
         (["train", "--epochs", "1", "--teacher", "tiny-0000000000"], "no finished run 'tiny-0000000000' to distil from"),
