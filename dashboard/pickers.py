@@ -124,9 +124,13 @@ def run_title(run: Run) -> str:
     return f"{run.label} · {setting_name(config['model'])} · {epochs} ep [{run.id.rsplit('-', 1)[-1][:6]}]"
 
 
-def _option_title(runs: dict[str, Run]):
+def option_title(runs: dict[str, Run]):
+    """A widget's format_func: a run id as its title and validation accuracy; other options as they are."""
+
     def title(run_id: str) -> str:
-        run = runs[run_id]
+        run = runs.get(run_id)
+        if run is None:
+            return run_id
         return f"{run_title(run)} — val {run.metrics['val']['accuracy']:.1%}"
 
     return title
@@ -152,7 +156,7 @@ def runs_picker(runs: list[Run], key: str, default_count: int = 4, prefer: Calla
     newest = [r.id for r in _preferred(runs, prefer) if r.id not in members][-default_count:]
     seed_widget(key, shared or newest)
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id]  # drop deleted runs
-    chosen = st.multiselect("Runs", list(by_id), format_func=_option_title(by_id), key=key)
+    chosen = st.multiselect("Runs", list(by_id), format_func=option_title(by_id), key=key)
     st.session_state[state.RUNS_KEY] = list(chosen)
     return [by_id[i] for i in chosen]
 
@@ -166,7 +170,7 @@ def run_picker(runs: list[Run], key: str, label: str = "Run", prefer: Callable[[
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
     best = max(_preferred(runs, prefer), key=lambda r: r.metrics["val"]["accuracy"]).id
     seed_widget(key, shared[0] if shared else best, valid=by_id)
-    chosen = st.selectbox(label, list(by_id), format_func=_option_title(by_id), key=key)
+    chosen = st.selectbox(label, list(by_id), format_func=option_title(by_id), key=key)
     st.session_state[state.RUNS_KEY] = [chosen] + [i for i in shared if i != chosen]
     return by_id[chosen]
 

@@ -42,10 +42,11 @@ members = left.number_input("Members", min_value=2, max_value=10, key="train_mem
 teacher = "none"
 if kind == "cnn":
     # Distillation: the chosen run's probabilities on the training faces join the labels as targets.
-    teachers = [r.id for r in state.run_store().list()
-                if teacher_problem(r, TrainConfig(seed=int(seed)), loaded.fingerprint) is None]
+    teachers = {r.id: r for r in state.run_store().list()
+                if teacher_problem(r, TrainConfig(seed=int(seed)), loaded.fingerprint) is None}
     teacher = right.selectbox("Distil from (its answers join the labels as targets)", ["none", *teachers],
-                              key="train_teacher", help="Usually an ensemble trained on this data with the same seed.")
+                              format_func=pickers.option_title(teachers), key="train_teacher",
+                              help="Usually an ensemble trained on this data with the same seed.")
 normalize = left.toggle("Normalise grey levels (training mean and std)", key="train_normalize")
 augment = left.toggle("Augment (flip, rotate, zoom, shift, shear)", key="train_augment")
 st.session_state[FORM_KEY] = {key: st.session_state[key] for key in defaults}
