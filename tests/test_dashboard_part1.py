@@ -168,8 +168,10 @@ def test_train_page_offers_runs_on_this_data_as_teachers(lab):
     reaches the command; with another seed (another split) none qualifies."""
     at = open_page("train.py")
     _set_train_form(at, epochs=3)
-    options = at.selectbox(key="train_teacher").options
-    assert options[0] == "none" and {lab.single.id, lab.ensemble.id} <= set(options)
+    options = at.selectbox(key="train_teacher").options  # as shown: title [short id] and validation accuracy
+    assert options[0] == "none"
+    for run in (lab.single, lab.ensemble):
+        assert any(f"[{run.id.rsplit('-', 1)[-1][:6]}] — val" in option for option in options), run.id
     at.selectbox(key="train_teacher").set_value(lab.ensemble.id).run()
     assert not at.exception, at.exception
     assert f"--teacher {lab.ensemble.id}" in at.code[0].value
