@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _train_options(p)
     p.add_argument("--members", type=int, default=5)
+    p.add_argument("--no-resample", action="store_true",
+                   help="every member trains on all training faces; members differ by seed only (a deep ensemble)")
 
     p = sub.add_parser("combine", help="an ensemble of finished runs of any architectures (same data and validation split)")
     p.add_argument("run", nargs="+", metavar="RUN", help="finished single runs (python -m core list shows them)")
@@ -141,6 +143,7 @@ def config_from_args(args: argparse.Namespace):
         init_from=args.init_from,
         teacher=args.teacher,
         distill_weight=args.distill_weight,
+        resample=not getattr(args, "no_resample", False),  # an ensemble option; train has none
     )
 
 

@@ -222,7 +222,8 @@ class RunStore:
         teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
-        label = f"{config.model.arch}" + (f" bag{config.bootstrap}" if config.bootstrap is not None else "")
+        member = "bag" if config.resample else "member"
+        label = f"{config.model.arch}" + (f" {member}{config.bootstrap}" if config.bootstrap is not None else "")
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
         result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init, teacher=teacher)
         save_atomic(result.model, path / "model.keras")
@@ -304,7 +305,13 @@ class RunStore:
         progress: ProgressFn | None = None,
     ) -> Run:
         """Bagging: ``members`` runs of ``config``, each on its own bootstrap resample,
-        combined by the three rules (their metrics all stored, averaging the default)."""
+        combined by the three rules (their metrics all stored, averaging the default).
+
+        With ``config.resample`` off, every member trains on all the training faces
+        and members differ only by their seed (initial weights, batch order,
+        augmentation): a "deep ensemble" (Lakshminarayanan et al. 2017). A resample
+        holds about 63% of the distinct faces, which costs a data-hungry net more
+        than the diversity it adds."""
         if members < 2:
             raise ValueError("an ensemble needs at least 2 members")
         runs = [self.train(_bootstrap(config, i), data, progress) for i in range(members)]
@@ -432,7 +439,7 @@ def ensemble_config(config: TrainConfig, member_ids: list[str]) -> dict:
         "kind": "ensemble",
         "members": list(member_ids),
         "base": config.to_dict(),
-        "label": f"ensemble x{len(member_ids)} {config.model.arch}",
+        "label": f"ensemble x{len(member_ids)} {config.model.arch}" + ("" if config.resample else " (all faces)"),
     }
 
 

@@ -43,7 +43,8 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs on val_accuracy; 0 = off
     val_fraction: float = 0.1
     seed: int = 0
-    bootstrap: int | None = None  # bagging member: seed of its bootstrap resample
+    bootstrap: int | None = None  # ensemble member's index: seeds its bootstrap resample (or, with resample off, its init)
+    resample: bool = True  # ensemble members train on bootstrap resamples (bagging); False: all on every training face
     mixed_precision: bool = False  # mixed_bfloat16 compute, float32 weights
     train_split: str = "Training"
     init_from: str | None = None  # id of a finished run of the same model whose weights training starts from
@@ -69,7 +70,7 @@ class TrainConfig:
         return cls(**{**d, "model": ModelSpec.from_dict(d["model"])})
 
 
-_LATER_FIELDS = {"init_from": None, "teacher": None}
+_LATER_FIELDS = {"init_from": None, "teacher": None, "resample": True}
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def training_split(data: FaceDataset, config: TrainConfig) -> tuple[FaceDataset,
     pool = data.split(config.train_split)
     pool = pool.subset(pool.labelled)
     train_idx, val_idx = stratified_split(pool.labels, config.val_fraction, config.seed)
-    if config.bootstrap is not None:
+    if config.bootstrap is not None and config.resample:
         rng = np.random.default_rng(config.bootstrap)
         train_idx = rng.choice(train_idx, size=len(train_idx), replace=True)
     return pool.subset(train_idx), pool.subset(val_idx)
@@ -293,7 +294,8 @@ def fit(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed + (config.bootstrap or 0))
+    member_seed = config.seed + (config.bootstrap or 0)
+    keras.utils.set_random_seed(member_seed)
     train, val = training_split(data, config)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{data.source}: too few labelled '{config.train_split}' faces to train and validate")
@@ -311,7 +313,10 @@ def fit(
     targets = train.labels
     if teacher is not None:
         targets = distill_targets(train.labels, predict_probs(teacher, train.images, tta="flip"), config.distill_weight)
-    train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=config.seed)
+    # Members that all see every face differ only by their seed: their batch order must differ too.
+    # (Bagging members keep config.seed here, as when the shipped ones were trained.)
+    shuffle_seed = config.seed if config.resample else member_seed
+    train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=shuffle_seed)
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
     if progress is not None:

@@ -26,7 +26,7 @@ st.caption(f"Trains on **{source.label}** ({len(loaded.data):,} faces); change i
 # this trains); the form's last values are kept here and given back on return.
 FORM_KEY = "train_form"
 defaults = {"train_kind": "cnn", "train_preset": "tiny" if source.kind == "demo" else DEFAULT_CNN, "train_epochs": 10,
-            "train_seed": 0, "train_members": 3, "train_normalize": True, "train_augment": True}
+            "train_seed": 0, "train_members": 3, "train_resample": True, "train_normalize": True, "train_augment": True}
 for key, value in defaults.items():
     pickers.seed_widget(key, st.session_state.get(FORM_KEY, {}).get(key, value))
 
@@ -39,6 +39,8 @@ left.caption(PRESETS[preset].description)
 epochs = right.number_input("Epochs", min_value=1, max_value=300, key="train_epochs")
 seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="train_seed")
 members = left.number_input("Members", min_value=2, max_value=10, key="train_members") if kind == "ensemble" else 0
+resample = left.toggle("Bootstrap resamples (bagging); off: every member sees all faces, seeds differ",
+                       key="train_resample") if kind == "ensemble" else True
 teacher = "none"
 if kind == "cnn":
     # Distillation: the chosen run's probabilities on the training faces join the labels as targets.
@@ -57,6 +59,7 @@ args += ["--epochs", str(epochs), "--seed", str(seed)]
 args += [] if augment else ["--no-augment"]
 args += [] if normalize else ["--no-normalize"]
 args += ["--members", str(members)] if kind == "ensemble" else []
+args += [] if resample else ["--no-resample"]
 args += [] if teacher == "none" else ["--teacher", teacher]
 plan = jobs.plan(args, loaded.fingerprint)
 st.caption("The same from a terminal:")

@@ -179,6 +179,15 @@ def test_train_page_offers_runs_on_this_data_as_teachers(lab):
     assert at.selectbox(key="train_teacher").options == ["none"]
 
 
+def test_train_page_ensemble_with_or_without_bootstrap_resamples(lab):
+    at = open_page("train.py")
+    at.radio(key="train_kind").set_value("ensemble").run()
+    assert "--no-resample" not in at.code[0].value and "train_teacher" not in [s.key for s in at.selectbox]
+    at.toggle(key="train_resample").set_value(False).run()
+    assert not at.exception, at.exception
+    assert at.code[0].value.startswith("python -m core ensemble") and "--no-resample" in at.code[0].value
+
+
 def test_train_page_runs_a_training_in_the_background(tmp_path, monkeypatch):
     monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
@@ -204,6 +213,8 @@ def test_planned_ids_match_what_the_store_trains(lab):
     assert plan(["train", "--model", "tiny", "--epochs", "2"], fingerprint).run_id == lab.single.id
     ensemble = plan(["ensemble", "--model", "tiny", "--epochs", "2", "--members", "2"], fingerprint)
     assert ensemble.run_id == lab.ensemble.id
+    deep = plan(["ensemble", "--model", "tiny", "--epochs", "2", "--members", "2", "--no-resample"], fingerprint)
+    assert deep.run_id != lab.ensemble.id and not deep.config.resample
     assert list(ensemble.member_ids) == lab.ensemble.config["members"]
 
 

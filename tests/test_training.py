@@ -14,7 +14,7 @@ import pytest
 
 from core.evaluation import combine, metrics
 from core.models import ModelSpec, last_conv_layer
-from core.runs import RunStore, evaluate
+from core.runs import Run, RunStore, evaluate
 from core.training import TrainConfig, distill_targets, fit, training_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +153,25 @@ def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
     report = evaluate(ens, demo_small, split="PublicTest")
     assert report["average"]["accuracy"] == pytest.approx(ens.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
+
+
+def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_dir):
+    """--no-resample: each member trains on every training face once; the members still differ."""
+    from dataclasses import replace
+
+    config = replace(TINY, epochs=1, resample=False)
+    t0, v0 = training_split(demo_small, replace(config, bootstrap=0))
+    t1, v1 = training_split(demo_small, replace(config, bootstrap=1))
+    plain, _ = training_split(demo_small, TINY)
+    assert np.array_equal(t0.ids, plain.ids) and np.array_equal(t1.ids, plain.ids) and np.array_equal(v0.ids, v1.ids)
+    store = RunStore(runs_dir, shipped=[])
+    ens = store.ensemble(config, 2, demo_small)
+    assert ens.label == "ensemble x2 tiny (all faces)"
+    assert ens.id != store.ensemble(replace(config, resample=True), 2, demo_small).id
+    first, second = (Run(p).model() for p in ens.member_paths())
+    conv = last_conv_layer(first)
+    assert not np.allclose(first.get_layer(conv).get_weights()[0], second.get_layer(conv).get_weights()[0])
+    assert [Run(p).label for p in ens.member_paths()] == ["tiny member0", "tiny member1"]
 
 
 def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
