@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _train_options(p)
 
-    p = sub.add_parser("ensemble", help="bagging: N models on bootstrap resamples, combined three ways")
+    p = sub.add_parser("ensemble", help="bagging: N models on bootstrap resamples (or, --no-resample, on all faces), combined three ways")
     _common(p)
     _train_options(p)
     p.add_argument("--members", type=int, default=5)
