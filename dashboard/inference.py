@@ -37,9 +37,10 @@ def digest(data: bytes | np.ndarray) -> str:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def probabilities(run_path: str, faces_digest: str, _faces: np.ndarray) -> np.ndarray:
-    """(N, 48, 48) uint8 faces -> (N, 7) probabilities of the run's model (an ensemble: averaged)."""
-    return predict_probs(state.model(run_path), np.asarray(_faces, np.uint8))
+def probabilities(run_path: str, faces_digest: str, _faces: np.ndarray, tta: str = "none") -> np.ndarray:
+    """(N, 48, 48) uint8 faces -> (N, 7) probabilities of the run's model (an ensemble: averaged),
+    over the ``tta`` views (``core.evaluation.TTA_MODES``)."""
+    return predict_probs(state.model(run_path), np.asarray(_faces, np.uint8), tta=tta)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -203,9 +203,14 @@ def photo_upload_section() -> None:
     if not chosen:
         st.info("Choose one or more runs to see their predictions.")
         return
+    # Off by default: the explanations explain the face as it is, one view, so the answers match them.
+    tta = "shifts" if st.toggle(
+        "Average each answer over the face, its mirror and 4-px shifts (test-time augmentation)", key="home_photo_tta",
+        help="10 views a face: on FER2013 PublicTest it adds about 1 point to the CNN (0.6172 -> 0.6283) "
+             "at 10x the work. The explanations still explain the face as it is.") else "none"
     crops_digest = inference.digest(crops)
     with st.spinner("Asking the models…"):
-        probs = {pickers.run_title(run): inference.probabilities(str(run.path), crops_digest, crops) for run in chosen}
+        probs = {pickers.run_title(run): inference.probabilities(str(run.path), crops_digest, crops, tta) for run in chosen}
     st.dataframe(prediction_table(probs))
 
     index = face_picker(len(crops), "home_photo")
@@ -215,10 +220,10 @@ def photo_upload_section() -> None:
     bars_col.plotly_chart(probability_bars({name: p[index] for name, p in probs.items()}), key="home_photo_bars")
     if st.button("Explain this face", key="home_photo_explain", type="primary"):
         nav.send_to_explain(crops[index], -1, f"your photo {photo.name}, face {index + 1}")
-    covering_section(crops[index], {name: p[index] for name, p in probs.items()}, chosen)
+    covering_section(crops[index], {name: p[index] for name, p in probs.items()}, chosen, tta)
 
 
-def covering_section(face: np.ndarray, before: dict[str, np.ndarray], runs: list) -> None:
+def covering_section(face: np.ndarray, before: dict[str, np.ndarray], runs: list, tta: str) -> None:
     """Cover the eyes, brows, nose or mouth of the face and watch each model's answer move."""
     st.markdown("**Cover part of the face**: which features does each model's answer rest on?")
     regions = st.pills("Cover", list(COVERABLE), selection_mode="multi", format_func=COVERABLE.get,
@@ -228,7 +233,8 @@ def covering_section(face: np.ndarray, before: dict[str, np.ndarray], runs: list
         return
     covered = np.clip(np.rint(cover_regions(face, regions)), 0, 255).astype(np.uint8)
     covered_digest = inference.digest(covered)
-    after = {pickers.run_title(run): inference.probabilities(str(run.path), covered_digest, covered[None])[0] for run in runs}
+    after = {pickers.run_title(run): inference.probabilities(str(run.path), covered_digest, covered[None], tta)[0]
+             for run in runs}
     image_col, bars_col = st.columns([1, 3])
     image_col.image(upscale(covered, 4), caption="covered: " + ", ".join(COVERABLE[r] for r in regions),
                     width=FACE_WIDTH, output_format="PNG")

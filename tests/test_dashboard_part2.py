@@ -150,6 +150,26 @@ def test_home_covering_the_mouth_moves_each_models_answer(lab):
     assert any(c.key == "home_photo_cover_bars" for c in at.get("plotly_chart"))
 
 
+def test_home_test_time_augmentation_averages_the_views(lab):
+    """The TTA toggle: each model's bars become its mean over the face's 10 views; covering follows suit."""
+    face = lab.data.images[7]
+    at = upload(open_page("home.py"), "face.png", encode(face))
+    at.multiselect(key="home_photo_runs").set_value([lab.cnn.id]).run()
+    plain = numbers(bars(at, "home_photo_bars")[0]["y"])
+    at.toggle(key="home_photo_tta").set_value(True).run()
+    assert not at.exception, at.exception
+    averaged = numbers(bars(at, "home_photo_bars")[0]["y"])
+    model = lab.cnn.model()
+    np.testing.assert_allclose(plain, predict_probs(model, face[None])[0], atol=1e-5)
+    np.testing.assert_allclose(averaged, predict_probs(model, face[None], tta="shifts")[0], atol=1e-5)
+    assert not np.allclose(plain, averaged, atol=1e-4)
+    at.pills(key="home_photo_cover").set_value(["mouth"]).run()
+    covered = np.clip(np.rint(cover_regions(face, ["mouth"])), 0, 255).astype(np.uint8)
+    after = predict_probs(model, covered[None], tta="shifts")[0]
+    row = next(t.value for t in at.dataframe if "covered" in t.value.columns).iloc[0]
+    assert row["covered"] == f"{EMOTIONS[after.argmax()]} {after.max():.0%}"
+
+
 def test_home_photo_from_the_camera(lab):
     from skimage import data
 
