@@ -231,12 +231,12 @@ class RunStore:
         return Run(path)
 
     def _teacher(self, config: TrainConfig, data: FaceDataset) -> Run:
-        """The finished run ``config.teacher`` names, if it can be distilled (``teacher_problem``)."""
+        """The finished run ``config.teacher`` names, if it lines up with the student (``split_problem``)."""
         teacher = self.get(config.teacher)
         if teacher is None:
             raise ValueError(f"no finished run '{config.teacher}' to distil from (python -m core list shows them)")
-        if (problem := teacher_problem(teacher, config, data.fingerprint())) is not None:
-            raise ValueError(problem)
+        if (problem := split_problem(teacher, config.to_dict(), data.fingerprint())) is not None:
+            raise ValueError(f"teacher {problem}")
         return teacher
 
     def snapshot(self, workdir: Path, data: FaceDataset) -> Run:
@@ -330,8 +330,9 @@ class RunStore:
 
         Bagging varies the data; this varies the model too (a ferlab and a vgg9
         disagree more than two ferlabs, which is what averaging feeds on). The runs
-        must share the data set and the validation split, so their stored
-        predictions line up face for face; nothing is trained or predicted again.
+        must share the data set and the validation split (``split_problem``), so
+        their stored predictions line up face for face; nothing is trained or
+        predicted again.
         """
         if len(run_ids) < 2:
             raise ValueError("combine needs at least 2 runs")
@@ -345,18 +346,13 @@ class RunStore:
             runs.append(run)
         if len({r.id for r in runs}) < len(runs):
             raise ValueError("each run can be combined once")
-        first = runs[0].predictions()
+        fingerprint = runs[0].metrics["data"]["fingerprint"]
         for run in runs[1:]:
-            if run.metrics["data"]["fingerprint"] != runs[0].metrics["data"]["fingerprint"]:
-                raise ValueError(f"{run.id} was trained on other data than {runs[0].id}")
-            preds = run.predictions()
-            for key in ("val_ids", "test_ids"):
-                if key in first and not np.array_equal(preds.get(key), first[key]):
-                    split = "validation" if key == "val_ids" else REPORT_SPLIT
-                    raise ValueError(f"{run.id} has another {split} split than {runs[0].id} (same --val-fraction and --seed needed)")
+            if (problem := split_problem(run, runs[0].config, fingerprint)) is not None:
+                raise ValueError(f"{problem} (compared with {runs[0].id})")
         cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
                "label": "ensemble of " + " + ".join(r.config["model"]["arch"] for r in runs)}
-        path = self.root / self.run_id(cfg, runs[0].metrics["data"]["fingerprint"])
+        path = self.root / self.run_id(cfg, fingerprint)
         if (path / "metrics.json").exists():
             return Run(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -399,22 +395,21 @@ class RunStore:
         return Run(run.path)
 
 
-def teacher_problem(teacher: Run, config: TrainConfig, fingerprint: str) -> str | None:
-    """Why ``teacher`` cannot be distilled into a training of ``config`` on the data
-    of ``fingerprint``, or None when it can.
+def split_problem(run: Run, config: dict, fingerprint: str) -> str | None:
+    """Why ``run`` does not line up with a training of ``config`` on the data of
+    ``fingerprint`` (other data, or another validation split), or None when it does.
 
-    It must have trained on that data set with the same validation split: a
-    teacher that saw the student's validation faces would leak their labels into
-    the student's targets, and the student's validation accuracy would flatter it.
+    Distilling and combining both need it. A teacher that saw the student's
+    validation faces would leak their labels into the student's targets; runs
+    combined from different splits would have no common validation faces.
     """
-    if teacher.metrics["data"]["fingerprint"] != fingerprint:
-        return f"teacher {teacher.id} was trained on other data ({teacher.metrics['data']['source']})"
-    base = teacher.base_config
+    if run.metrics["data"]["fingerprint"] != fingerprint:
+        return f"{run.id} was trained on other data ({run.metrics['data']['source']})"
     split = ("train_split", "val_fraction", "seed")
-    theirs, ours = (tuple(c.get(k) for k in split) for c in (base, config.to_dict()))
+    theirs, ours = (tuple(c.get(k) for k in split) for c in (run.base_config, config))
     if theirs != ours:
-        return (f"teacher {teacher.id} has another validation split ({', '.join(f'{k}={v}' for k, v in zip(split, theirs))}); "
-                "distil with the same --val-fraction and --seed")
+        return (f"{run.id} has another validation split ({', '.join(f'{k}={v}' for k, v in zip(split, theirs))}); "
+                "the same --val-fraction and --seed are needed")
     return None
 
 

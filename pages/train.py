@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.figures import training_curves
 from core.models import DEFAULT_CNN, PRESETS
-from core.runs import teacher_problem
+from core.runs import split_problem
 from core.training import TrainConfig
 from dashboard import jobs, nav, pickers, state
 from dashboard.progress import live_progress, progress_bar
@@ -45,7 +45,7 @@ teacher = "none"
 if kind == "cnn":
     # Distillation: the chosen run's probabilities on the training faces join the labels as targets.
     teachers = {r.id: r for r in state.run_store().list()
-                if teacher_problem(r, TrainConfig(seed=int(seed)), loaded.fingerprint) is None}
+                if split_problem(r, TrainConfig(seed=int(seed)).to_dict(), loaded.fingerprint) is None}
     teacher = right.selectbox("Distil from (its answers join the labels as targets)", ["none", *teachers],
                               format_func=pickers.option_title(teachers), key="train_teacher",
                               help="Usually an ensemble trained on this data with the same seed.")
