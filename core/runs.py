@@ -165,6 +165,12 @@ class RunStore:
         matches = [r for r in self.list() if r.id.startswith(run_id)]
         return matches[0] if len(matches) == 1 else None
 
+    def require(self, run_id: str, purpose: str = "") -> Run:
+        """``get``, or a ValueError naming the missing run (and what it was wanted for)."""
+        if (run := self.get(run_id)) is None:
+            raise ValueError(f"no finished run '{run_id}'{purpose} (python -m core list shows them)")
+        return run
+
     def list(self) -> list[Run]:
         """Finished runs: shipped ones first, then the store's own, oldest first."""
         runs = []
@@ -214,11 +220,7 @@ class RunStore:
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
-        init = None
-        if config.init_from is not None:
-            if (start := self.get(config.init_from)) is None:
-                raise ValueError(f"no finished run '{config.init_from}' to start from (python -m core list shows them)")
-            init = start.model()
+        init = self.require(config.init_from, " to start from").model() if config.init_from is not None else None
         teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
@@ -232,9 +234,7 @@ class RunStore:
 
     def _teacher(self, config: TrainConfig, data: FaceDataset) -> Run:
         """The finished run ``config.teacher`` names, if it lines up with the student (``split_problem``)."""
-        teacher = self.get(config.teacher)
-        if teacher is None:
-            raise ValueError(f"no finished run '{config.teacher}' to distil from (python -m core list shows them)")
+        teacher = self.require(config.teacher, " to distil from")
         if (problem := split_problem(teacher, config.to_dict(), data.fingerprint())) is not None:
             raise ValueError(f"teacher {problem}")
         return teacher
@@ -336,14 +336,10 @@ class RunStore:
         """
         if len(run_ids) < 2:
             raise ValueError("combine needs at least 2 runs")
-        runs = []
-        for run_id in run_ids:
-            run = self.get(run_id)
-            if run is None:
-                raise ValueError(f"no finished run '{run_id}' (python -m core list shows them)")
+        runs = [self.require(run_id) for run_id in run_ids]
+        for run in runs:
             if run.is_ensemble:
                 raise ValueError(f"{run.id} is an ensemble: combine its members (python -m core list shows them)")
-            runs.append(run)
         if len({r.id for r in runs}) < len(runs):
             raise ValueError("each run can be combined once")
         fingerprint = runs[0].metrics["data"]["fingerprint"]
@@ -352,9 +348,10 @@ class RunStore:
                 raise ValueError(f"{problem} (compared with {runs[0].id})")
         cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
                "label": "ensemble of " + " + ".join(r.config["model"]["arch"] for r in runs)}
-        path = self.root / self.run_id(cfg, fingerprint)
-        if (path / "metrics.json").exists():
-            return Run(path)
+        run_id = self.run_id(cfg, fingerprint)
+        if (done := self._finished(run_id)) is not None:
+            return done
+        path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
         _write_ensemble(path, cfg, runs)
