@@ -24,7 +24,9 @@ its size (an upright square of the frame's side) and, for alignment, the
 template keypoints carried through the same placement.
 
 A detection matches a ground-truth face at IoU >= 0.4 (greedy, best first);
-unmatched detections are false positives. A face found with keypoints is
+unmatched detections are false positives ("framed": found, and framed the way
+FER2013 framed that face). A second rule, "on the face" (:func:`on_face`),
+asks only whether the face was found, whatever its framing. A face found with keypoints is
 reported with the square its aligned crop covers (core.faces.crop_box), which
 is what the page draws; a FER2013 face framed like the median one gives IoU 1.
 """
@@ -340,15 +342,40 @@ def make_photos(data_path: Path, n: int, seed: int) -> tuple[list[Photo], np.nda
 # ---------------------------------------------------------------------------
 
 
-def match(truths: list[Truth], faces: list[F.Face]) -> dict[int, int]:
-    """Greedy IoU matching: truth index -> face index."""
-    pairs = sorted(
-        ((F.box_iou(t.box, f.box), i, j) for i, t in enumerate(truths) for j, f in enumerate(faces)), reverse=True
-    )
+def on_face(truth: Truth, face: F.Face) -> float:
+    """How well a box sits on a face whatever its framing: 1 - centre distance / half the frame's side, or -1.
+
+    FER2013's own framing varies (inter-ocular distance 12.7-20.5 px in the
+    48x48 frame, 10th-90th percentile), and a detector frames every face the
+    median way, so a face small in its frame gets a box that overlaps the frame
+    at IoU < 0.4 though it sits on the face. This rule asks only whether the
+    face was found: the box's centre inside the frame and its side 0.5-2x the
+    frame's.
+    """
+    tx, ty, ts, _ = truth.box
+    fx, fy, fw, fh = face.box
+    dx, dy = fx + fw / 2 - (tx + ts / 2), fy + fh / 2 - (ty + ts / 2)
+    side = (fw * fh) ** 0.5
+    if max(abs(dx), abs(dy)) > ts / 2 or not 0.5 <= side / ts <= 2:
+        return -1.0
+    return 1 - np.hypot(dx, dy) / (ts / 2)
+
+
+RULES = {"framed": lambda t, f: F.box_iou(t.box, f.box) - IOU_MATCH, "on_face": on_face}
+
+
+def match(truths: list[Truth], faces: list[F.Face], rule: str = "framed") -> dict[int, int]:
+    """Greedy matching, best pair first: truth index -> face index.
+
+    ``rule``: "framed" (IoU >= 0.4 with the face's 48-px frame: found *and*
+    framed like FER2013 framed it) or "on_face" (see :func:`on_face`).
+    """
+    score = RULES[rule]
+    pairs = sorted(((score(t, f), i, j) for i, t in enumerate(truths) for j, f in enumerate(faces)), reverse=True)
     out: dict[int, int] = {}
     used: set[int] = set()
     for value, i, j in pairs:
-        if value < IOU_MATCH:
+        if value < 0:
             break
         if i not in out and j not in used:
             out[i] = j
@@ -423,13 +450,17 @@ def detection_rows(photos: list[Photo], run: Run, thresholds: list[float], image
     tilts = np.array([abs(t.angle) for t in truths])
     for threshold in thresholds:
         hit = np.zeros(len(truths), bool)
-        false_pos = background = 0
+        on = np.zeros(len(truths), bool)
+        false_pos = false_off = background = 0
         corrs = []
         k = 0
         for photo, faces, crops in zip(photos, run.faces, run.crops):
             kept = [j for j, f in enumerate(faces) if f.score >= threshold]
             pairs = match(photo.truths, [faces[j] for j in kept])
+            on_pairs = match(photo.truths, [faces[j] for j in kept], rule="on_face")
+            on[[k + i for i in on_pairs]] = True
             false_pos += len(kept) - len(pairs)
+            false_off += len(kept) - len(on_pairs)
             background += sum(all(F.box_iou(faces[j].box, t.box) < 0.05 for t in photo.truths) for j in kept)
             for i, j in pairs.items():
                 hit[k + i] = True
@@ -445,6 +476,8 @@ def detection_rows(photos: list[Photo], run: Run, thresholds: list[float], image
                 "large": hit[sides >= 200].mean(),
                 "tilted": hit[tilts > 15].mean(),
                 "fp_per_photo": false_pos / len(photos),
+                "found": on.mean(),
+                "fp_off_face": false_off / len(photos),
                 "background_per_photo": background / len(photos),
                 "corr": float(np.median(corrs)) if corrs else float("nan"),
             }
@@ -459,7 +492,7 @@ def predict(model, images: np.ndarray) -> np.ndarray:
     return np.asarray(probs).argmax(axis=1)
 
 
-def accuracy_rows(photos: list[Photo], run: Run, model, images48: np.ndarray) -> dict:
+def accuracy_rows(photos: list[Photo], run: Run, model, images48: np.ndarray, rule: str) -> dict:
     truths = [t for p in photos for t in p.truths]
     labels = np.array([t.label for t in truths])
     direct = predict(model, images48[[t.index for t in truths]]) == labels
@@ -477,7 +510,7 @@ def accuracy_rows(photos: list[Photo], run: Run, model, images48: np.ndarray) ->
     crops, owners = [], []
     k = 0
     for photo, faces, photo_crops in zip(photos, run.faces, run.crops):
-        for i, j in match(photo.truths, faces).items():
+        for i, j in match(photo.truths, faces, rule).items():
             crops.append(photo_crops[j])
             owners.append(k + i)
         k += len(photo.truths)
@@ -578,16 +611,21 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {run.name: detection_rows(photos, run, [0.0], images48)[0] for run in runs}
     print()
     print(
-        "Candidates side by side (match: IoU >= 0.4 with the face's 48-px frame; each at core.faces' operating scores; "
+        "Candidates side by side (framed: IoU >= 0.4 with the face's 48-px frame; on the face: the box's centre inside "
+        "that frame, its side 0.5-2x the frame's, whatever the framing; each at core.faces' operating scores; "
         "ms per photo, wall clock, detection alone)"
     )
     print()
-    print("| candidate | recall | false pos. / photo | of which on background | detect median ms | detect p95 ms | detect CPU median / p95 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| candidate | recall (framed) | false pos. / photo | of which on background | found (on the face) | false pos. / photo "
+        "(on the face) | detect median ms | detect p95 ms | detect CPU median / p95 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         r = summaries[run.name]
         print(
             f"| {run.name} | {r['recall']:.1%} | {r['fp_per_photo']:.3f} | {r['background_per_photo']:.3f} "
+            f"| {r['found']:.1%} | {r['fp_off_face']:.3f} "
             f"| {np.median(run.detect_ms):.0f} | {np.percentile(run.detect_ms, 95):.0f} "
             f"| {np.median(run.detect_cpu_ms):.0f} / {np.percentile(run.detect_cpu_ms, 95):.0f} |"
         )
@@ -646,16 +684,17 @@ def main(argv: list[str] | None = None) -> int:
         import keras
 
         model = keras.models.load_model(args.model, safe_mode=True)
-        acc = accuracy_rows(photos, default, model, images48)
         print()
-        print(f"Accuracy through the photo path, {default.name}, model: {args.model}")
+        print(f"Accuracy through the photo path, {default.name}, model: {args.model} (found: by each match rule)")
         print()
-        print("| candidate | faces | found | direct 48x48 | true-placement crop from photo | photo path (missed = wrong) | photo path, found faces | direct, same found faces |")
-        print("|---|---|---|---|---|---|---|---|")
-        print(
-            f"| {default.name} | {acc['faces']} | {acc['found']} | {acc['direct']:.1f}% | {acc['oracle']:.1f}% "
-            f"| {acc['path_all']:.1f}% | {acc['path_found']:.1f}% | {acc['direct_found']:.1f}% |"
-        )
+        print("| candidate | match | faces | found | direct 48x48 | true-placement crop from photo | photo path (missed = wrong) | photo path, found faces | direct, same found faces |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for rule in RULES:
+            acc = accuracy_rows(photos, default, model, images48, rule)
+            print(
+                f"| {default.name} | {rule} | {acc['faces']} | {acc['found']} | {acc['direct']:.1f}% | {acc['oracle']:.1f}% "
+                f"| {acc['path_all']:.1f}% | {acc['path_found']:.1f}% | {acc['direct_found']:.1f}% |"
+            )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     return 0
 

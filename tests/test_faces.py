@@ -458,3 +458,18 @@ def _save(image: Image.Image, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt)
     return buf.getvalue()
+
+
+def test_bench_match_rules_tell_found_from_framed() -> None:
+    """The photo bench's two rules: a box on the face but framed tighter than FER2013 framed it is found, not framed."""
+    from bench.photo_path import Truth, match
+
+    truth = Truth((100.0, 100.0, 200.0, 200.0), 3, 0, {}, 0.0)
+    same = F.Face((100.0, 100.0, 200.0, 200.0), 0.9)
+    tight = F.Face((145.0, 145.0, 110.0, 110.0), 0.9)  # centred, 0.55x the side: IoU 0.30
+    beside = F.Face((320.0, 100.0, 200.0, 200.0), 0.9)  # centre outside the frame
+    huge = F.Face((-100.0, -100.0, 600.0, 600.0), 0.9)  # 3x the side
+    assert match([truth], [same]) == {0: 0} and match([truth], [same], rule="on_face") == {0: 0}
+    assert match([truth], [tight]) == {} and match([truth], [tight], rule="on_face") == {0: 0}
+    for face in (beside, huge):
+        assert match([truth], [face]) == {} and match([truth], [face], rule="on_face") == {}
