@@ -568,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         default=f"haar,mtcnn,centerface,{F.DEFAULT_DETECTOR}",
         help="comma-separated candidates, each detector[@max_side][+detector...][+option...], e.g. mtcnn+centerface "
         "(a union) or mtcnn@800+norecheck; options: rot (also look in the photo turned +-30 deg), norecheck (no second "
-        "look at doubtful boxes), pnet=, rnet=, minface= (mtcnn settings; default: core.faces.MTCNN_OPTIONS). "
+        "look at doubtful boxes), pnet=, rnet=, minface= (mtcnn settings; default: core.faces.MTCNN_OPTIONS), "
+        "looks= (boxes a photo that get a second look, core.faces.RECHECK_MAX), doubt= (CenterFace score from which a "
+        "box gets one, core.faces.CENTERFACE_DOUBT_SCORE). "
         f"Accuracy is reported for the first candidate that is the app's default ({F.DEFAULT_DETECTOR}), else the last.",
     )
     parser.add_argument("--measure-template", action="store_true", help="measure FER2013's keypoint framing and stop")
@@ -592,11 +594,14 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     defaults = dict(F.MTCNN_OPTIONS)
+    default_looks, default_doubt = F.RECHECK_MAX, F._DOUBT_SCORES["centerface"]
     option_names = {"pnet": "threshold_pnet", "rnet": "threshold_rnet", "minface": "min_face_size"}
     for spec in args.detectors.split(","):
         detector, side, options = parse_spec(spec)
-        settings = {option_names[k]: float(v) for k, _, v in (o.partition("=") for o in options if "=" in o)}
-        F.MTCNN_OPTIONS.update(settings)
+        settings = dict(o.partition("=")[::2] for o in options if "=" in o)
+        F.RECHECK_MAX = int(settings.pop("looks", default_looks))
+        F._DOUBT_SCORES["centerface"] = float(settings.pop("doubt", default_doubt))
+        F.MTCNN_OPTIONS.update({option_names[k]: float(v) for k, v in settings.items()})
         rotations = (0.0, -30.0, 30.0) if "rot" in options else (0.0,)
         recheck = "norecheck" not in options
         run = run_detector(photos, detector, side, rotations, recheck)
@@ -606,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run)
         F.MTCNN_OPTIONS.clear()
         F.MTCNN_OPTIONS.update(defaults)
+        F.RECHECK_MAX, F._DOUBT_SCORES["centerface"] = default_looks, default_doubt
         print(f"ran {run.name}", file=sys.stderr)
 
     summaries = {run.name: detection_rows(photos, run, [0.0], images48)[0] for run in runs}
