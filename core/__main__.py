@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--no-resample", action="store_true",
                    help="every member trains on all training faces; members differ by seed only (a deep ensemble)")
+    p.add_argument("--member", type=int, metavar="K",
+                   help="train only member K (0-based) and stop: members can train in turn, on other machines "
+                        "or sessions; the full command then combines them")
 
     p = sub.add_parser("combine", help="an ensemble of finished runs of any architectures (same data and validation split)")
     p.add_argument("run", nargs="+", metavar="RUN", help="finished single runs (python -m core list shows them)")
@@ -198,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(args.data)
         if args.command == "train":
             result = store.train(config, data, progress=ProgressBar(), strategy=strategy)
+        elif args.member is not None:
+            result = store.train_member(config, args.members, args.member, data, progress=ProgressBar())
         else:
             result = store.ensemble(config, args.members, data, progress=ProgressBar())
         _print_summary(result)

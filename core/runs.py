@@ -325,6 +325,21 @@ class RunStore:
         _write_ensemble(path, cfg, runs)
         return Run(path)
 
+    def train_member(
+        self,
+        config: TrainConfig,
+        members: int,
+        member: int,
+        data: FaceDataset,
+        progress: ProgressFn | None = None,
+    ) -> Run:
+        """Member ``member`` alone of ``ensemble(config, members, ...)``: the very run
+        the ensemble would train, so a member trained here (on another machine, in
+        another session) is a cache hit when the ensemble is built."""
+        if not 0 <= member < members:
+            raise ValueError(f"--member must be between 0 and {members - 1} (--members {members})")
+        return self.train(_bootstrap(config, member), data, progress)
+
     def combine(self, run_ids: list[str]) -> Run:
         """An ensemble of finished single runs of any architectures, by the same three rules.
 

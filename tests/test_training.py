@@ -156,7 +156,8 @@ def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
 
 
 def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_dir):
-    """--no-resample: each member trains on every training face once; the members still differ."""
+    """--no-resample: each member trains on every training face once; the members still differ.
+    A member trained alone (--member) is the one the ensemble uses."""
     from dataclasses import replace
 
     config = replace(TINY, epochs=1, resample=False)
@@ -165,7 +166,11 @@ def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_di
     plain, _ = training_split(demo_small, TINY)
     assert np.array_equal(t0.ids, plain.ids) and np.array_equal(t1.ids, plain.ids) and np.array_equal(v0.ids, v1.ids)
     store = RunStore(runs_dir, shipped=[])
+    second_alone = store.train_member(config, 2, 1, demo_small)  # --member 1: trained ahead, e.g. elsewhere
     ens = store.ensemble(config, 2, demo_small)
+    assert ens.member_paths()[1] == second_alone.path  # the ensemble found it instead of training it again
+    with pytest.raises(ValueError, match="--member must be between 0 and 1"):
+        store.train_member(config, 2, 2, demo_small)
     assert ens.label == "ensemble x2 tiny (all faces)"
     assert ens.id != store.ensemble(replace(config, resample=True), 2, demo_small).id
     first, second = (Run(p).model() for p in ens.member_paths())
@@ -263,6 +268,7 @@ def test_cli_train_list_predict_evaluate(tmp_path):
         (["predict", "nope", "face.png"], "no finished run 'nope'"),
         (["combine", "nope", "nope2"], "no finished run 'nope'"),
         (["train", "--epochs", "0"], "--epochs"),
+        (["ensemble", "--model", "tiny", "--members", "2", "--member", "2"], "--member must be between 0 and 1"),
         (["train", "--epochs", "1", "--init-from", "tiny-0000000000"], "no finished run 'tiny-0000000000' to start from"),
         (["train", "--epochs", "1", "--teacher", "tiny-0000000000"], "no finished run 'tiny-0000000000' to distil from"),
         (["train", "--epochs", "1", "--teacher", "x", "--distill-weight", "1.5"], "--distill-weight must be between 0 and 1"),
