@@ -315,15 +315,7 @@ class RunStore:
         if members < 2:
             raise ValueError("an ensemble needs at least 2 members")
         runs = [self.train(_bootstrap(config, i), data, progress) for i in range(members)]
-        cfg = ensemble_config(config, [r.id for r in runs])
-        run_id = self.run_id(cfg, data.fingerprint())
-        if (done := self._finished(run_id)) is not None:
-            return done
-        path = self.root / run_id
-        path.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
-        _write_ensemble(path, cfg, runs)
-        return Run(path)
+        return self._stored_ensemble(ensemble_config(config, [r.id for r in runs]), data.fingerprint(), runs)
 
     def train_member(
         self,
@@ -363,6 +355,11 @@ class RunStore:
                 raise ValueError(f"{problem} (compared with {runs[0].id})")
         cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
                "label": "ensemble of " + " + ".join(r.config["model"]["arch"] for r in runs)}
+        return self._stored_ensemble(cfg, fingerprint, runs)
+
+    def _stored_ensemble(self, cfg: dict, fingerprint: str, runs: list[Run]) -> Run:
+        """The ensemble folder for ``cfg``: found (shipped or stored), or written now
+        from its finished members' stored predictions."""
         run_id = self.run_id(cfg, fingerprint)
         if (done := self._finished(run_id)) is not None:
             return done
