@@ -381,14 +381,13 @@ class RunStore:
         set the run was trained on (its validation split is re-measured).
         """
         run = self.get(run_id)
+        if run is not None and data.fingerprint() != run.metrics["data"]["fingerprint"]:
+            raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
+        if run is not None and run.metrics.get("stored_as") == "float16":
+            return run  # packed already (a shipped member of a new ensemble, say): nothing to write
         if run is None or run.path.parent != self.root:
             raise ValueError(f"no finished run '{run_id}' in {self.root} to pack (shipped runs are read-only)")
-        trained_on = run.metrics["data"]["fingerprint"]
-        if data.fingerprint() != trained_on:
-            raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
         before = run.metrics
-        if before.get("stored_as") == "float16":
-            return run
         keep = {"stored_as": "float16", "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
         if run.is_ensemble:
             members = [self.pack(p.name, data) for p in run.member_paths()]
@@ -488,6 +487,11 @@ def _accuracies(report: dict) -> dict[str, float]:
 
 
 def _bootstrap(config: TrainConfig, member: int) -> TrainConfig:
+    """Member ``member``'s config. A deep ensemble's member 0 trains with seed
+    ``seed + 0`` on every face: exactly the plain run of ``config``, so it *is* that
+    run (a finished ``train`` of the same flags becomes member 0, not trained twice)."""
+    if member == 0 and not config.resample:
+        return replace(config, resample=True, bootstrap=None)
     return replace(config, bootstrap=member)
 
 

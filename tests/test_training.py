@@ -176,7 +176,9 @@ def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_di
     first, second = (Run(p).model() for p in ens.member_paths())
     conv = last_conv_layer(first)
     assert not np.allclose(first.get_layer(conv).get_weights()[0], second.get_layer(conv).get_weights()[0])
-    assert [Run(p).label for p in ens.member_paths()] == ["tiny member0", "tiny member1"]
+    assert [Run(p).label for p in ens.member_paths()] == ["tiny", "tiny member1"]
+    # Member 0 (seed + 0, every face) is the plain run of the same flags: found, not trained again.
+    assert store.train(replace(config, resample=True), demo_small).path == ens.member_paths()[0]
 
 
 def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
@@ -404,6 +406,8 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
     report = evaluate(packed, demo_small, split="PublicTest")
     assert report["average"]["accuracy"] == pytest.approx(packed.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
     assert store.pack(ens.id, demo_small).metrics == packed.metrics  # packing twice changes nothing
+    elsewhere = RunStore(runs_dir.parent / "elsewhere", shipped=[runs_dir])  # e.g. a new ensemble with a shipped member
+    assert elsewhere.pack(member.id, demo_small).path == member.path  # packed already: found, nothing written
     from dashboard.tables import run_table
 
     assert run_table([packed, RunStore(runs_dir, shipped=[]).get(member.id)])["weights"].tolist() == ["float16"] * 2
