@@ -416,3 +416,16 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
 
     with pytest.raises(ValueError, match=f"run {ens.id} was trained on other data"):
         store.pack(ens.id, make_demo(n_per_class=5, test_per_class=2, seed=9))
+
+
+def test_the_shipped_cnn_is_member_0_of_the_deep_ensemble_of_its_flags():
+    """`ensemble --no-resample` with ferlab's own flags starts from the shipped ferlab, not a retrained twin."""
+    from core.__main__ import build_parser, config_from_args
+    from core.runs import member_ids
+
+    folder = ROOT / "models" / "fer" / "ferlab-5f9c8a749f"
+    fingerprint = json.loads((folder / "metrics.json").read_text())["data"]["fingerprint"]
+    flags = ("ensemble --model ferlab --members 5 --no-resample --epochs 50 --optimizer adamw --lr 1e-3 "
+             "--weight-decay 0.05 --schedule cosine --warmup 2 --label-smoothing 0.1 --erasing 0.5 --bf16")
+    ids = member_ids(config_from_args(build_parser().parse_args(flags.split())), 5, fingerprint)
+    assert ids[0] == folder.name and len(set(ids)) == 5
