@@ -381,12 +381,15 @@ class RunStore:
         set the run was trained on (its validation split is re-measured).
         """
         run = self.get(run_id)
-        if run is not None and data.fingerprint() != run.metrics["data"]["fingerprint"]:
+        not_here = f"no finished run '{run_id}' in {self.root} to pack (shipped runs are read-only)"
+        if run is None:
+            raise ValueError(not_here)
+        if data.fingerprint() != run.metrics["data"]["fingerprint"]:
             raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
-        if run is not None and run.metrics.get("stored_as") == "float16":
+        if run.metrics.get("stored_as") == "float16":
             return run  # packed already (a shipped member of a new ensemble, say): nothing to write
-        if run is None or run.path.parent != self.root:
-            raise ValueError(f"no finished run '{run_id}' in {self.root} to pack (shipped runs are read-only)")
+        if run.path.parent != self.root:
+            raise ValueError(not_here)
         before = run.metrics
         keep = {"stored_as": "float16", "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
         if run.is_ensemble:
