@@ -58,7 +58,7 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         help="distil this finished run (an ensemble, usually): its probabilities join the targets")
     parser.add_argument("--distill-weight", type=float, default=0.5,
                         help="with --teacher: the teacher's share of each target, 0..1 (the rest is the label)")
-    parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute (faster on CPUs with AMX/AVX-512 BF16)")
+    parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute: faster on CPUs with AMX/AVX-512 BF16 and GPUs, several times slower on other CPUs (a warning says so)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                         help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
 
@@ -165,6 +165,19 @@ def _validate(config) -> None:
         raise ValueError("--distill-weight must be between 0 and 1")
 
 
+def _warn_if_bf16_is_emulated(config) -> None:
+    """--bf16 keeps its meaning (it is part of the run id), but a user about to
+    train for hours should know when it will be the slower choice."""
+    from core.training import native_bfloat16
+
+    if config.mixed_precision and native_bfloat16() is False:
+        sys.stderr.write(
+            "warning: --bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): "
+            "TensorFlow emulates it, and training runs several times slower than without --bf16 "
+            "(compare: python bench/train_throughput.py)\n"
+        )
+
+
 def _strategy(name: str):
     import tensorflow as tf
 
@@ -197,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command in ("train", "ensemble"):
         config = config_from_args(args)
         _validate(config)
+        _warn_if_bf16_is_emulated(config)
         strategy = _strategy(args.strategy)
         data = load_dataset(args.data)
         if args.command == "train":

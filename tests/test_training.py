@@ -429,3 +429,23 @@ def test_the_shipped_cnn_is_member_0_of_the_deep_ensemble_of_its_flags():
              "--weight-decay 0.05 --schedule cosine --warmup 2 --label-smoothing 0.1 --erasing 0.5 --bf16")
     ids = member_ids(config_from_args(build_parser().parse_args(flags.split())), 5, fingerprint)
     assert ids[0] == folder.name and len(set(ids)) == 5
+
+
+def test_native_bfloat16_reads_the_cpu_flags():
+    from core.training import native_bfloat16
+
+    assert native_bfloat16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n") is False
+    assert native_bfloat16("flags\t\t: avx2 avx512f avx512_bf16\n") is True
+    assert native_bfloat16("flags\t\t: avx2 amx_tile amx_bf16\n") is True
+    assert native_bfloat16("Processor\t: ARMv7\n") is None  # no flags line: cannot tell
+
+
+def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
+    """The warning comes before the data is read, so a missing file is enough to see it."""
+    from core.training import native_bfloat16
+
+    proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--bf16", "--runs", str(tmp_path))
+    assert proc.returncode != 0 and "missing.csv" in proc.stderr
+    assert ("warning: --bf16 on a CPU without native bfloat16" in proc.stderr) == (native_bfloat16() is False)
+    proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path))
+    assert "warning: --bf16" not in proc.stderr
