@@ -375,6 +375,19 @@ def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
     assert packed.metrics["stored_as"] == "float16" and packed.model().count_params() == snap.metrics["params"]["trainable"] + snap.metrics["params"]["non_trainable"]
 
 
+def test_a_run_carried_without_best_keras_resumes_and_finishes(demo_small, tmp_path):
+    """checkpoints/ carries an unfinished run as config.json, history.csv and last.keras only (README)."""
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
+    fit(TrainConfig(**{**config.__dict__, "epochs": 2}), demo_small, workdir)  # as if stopped after epoch 2
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    (workdir / "best.keras").unlink()
+    run = store.train(config, demo_small)
+    assert run.path == workdir and run.history()["epoch"].tolist() == [1, 2, 3]
+    assert run.metrics["epochs_run"] == 3 and run.metrics["test"]["n"] == 70
+
+
 def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
     """A packed ensemble: members' kernels float16 on disk, models compute as before (to float16
     rounding), predictions and metrics re-measured with the packed weights, float32 figures kept."""
