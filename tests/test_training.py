@@ -356,15 +356,19 @@ def test_shipped_runs_keep_their_ids():
         assert RunStore.run_id(TrainConfig.from_dict(stored).to_dict(), fingerprint) == folder.name
 
 
+def _stopped_after_epoch_2(config: TrainConfig, store: RunStore, data) -> Path:
+    """The folder of ``config``'s run in ``store`` as a training killed after its second epoch leaves it."""
+    workdir = store.root / store.run_id(config.to_dict(), data.fingerprint())
+    fit(TrainConfig(**{**config.__dict__, "epochs": 2}), data, workdir)
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    return workdir
+
+
 def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
     """The best checkpoint so far becomes a finished run; the training itself can still resume."""
-    from core.training import fit
-
     config = TrainConfig(model=ModelSpec("tiny"), epochs=5, batch_size=32)
     store = RunStore(tmp_path / "runs", shipped=[])
-    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
-    fit(TrainConfig(**{**config.__dict__, "epochs": 2}), demo_small, workdir)  # as if stopped after epoch 2
-    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    workdir = _stopped_after_epoch_2(config, store, demo_small)
     snap = RunStore(tmp_path / "shipped", shipped=[]).snapshot(workdir, demo_small)
     assert snap.id != workdir.name and "epoch 2 of 5" in snap.label
     assert snap.metrics["epochs_run"] == 2 and snap.metrics["test"]["n"] == 70
@@ -379,9 +383,7 @@ def test_a_run_carried_without_best_keras_resumes_and_finishes(demo_small, tmp_p
     """checkpoints/ carries an unfinished run as config.json, history.csv and last.keras only (README)."""
     config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
     store = RunStore(tmp_path / "runs", shipped=[])
-    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
-    fit(TrainConfig(**{**config.__dict__, "epochs": 2}), demo_small, workdir)  # as if stopped after epoch 2
-    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    workdir = _stopped_after_epoch_2(config, store, demo_small)
     (workdir / "best.keras").unlink()
     run = store.train(config, demo_small)
     assert run.path == workdir and run.history()["epoch"].tolist() == [1, 2, 3]
