@@ -354,10 +354,7 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
     if cpuinfo is None:
         if tf.config.list_physical_devices("GPU"):
             return True
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
+        cpuinfo = _cpuinfo()
     flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     if not flags:
         return None
@@ -370,12 +367,13 @@ def hardware() -> str:
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
         return ", ".join(names)
-    model = "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), "CPU")
     return f"{model} x{os.cpu_count()} cores"
+
+
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo; empty where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
