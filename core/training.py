@@ -355,7 +355,7 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
         if tf.config.list_physical_devices("GPU"):
             return True
         cpuinfo = _cpuinfo()
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    flags = set((_cpuinfo_field(cpuinfo, "flags") or "").split())
     if not flags:
         return None
     return bool(flags & {"avx512_bf16", "amx_bf16"})
@@ -367,8 +367,13 @@ def hardware() -> str:
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
         return ", ".join(names)
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), "CPU")
+    model = _cpuinfo_field(_cpuinfo(), "model name") or "CPU"
     return f"{model} x{os.cpu_count()} cores"
+
+
+def _cpuinfo_field(cpuinfo: str, key: str) -> str | None:
+    """The value of the first '<key> : value' line (every core repeats the same ones)."""
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith(key)), None)
 
 
 def _cpuinfo() -> str:
