@@ -8,6 +8,7 @@ in_the_background`` starts a real training process (1 epoch, bounded wait).
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -331,6 +332,18 @@ def test_pages_without_runs_point_to_train(page, tmp_path, monkeypatch):
     monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
     at = open_page(page)
     assert any("train one first" in info.value for info in at.info)
+
+
+def test_run_pickers_keep_the_best_plain_run_beside_an_ensemble_of_it(lab, tmp_path, monkeypatch):
+    """Members are left out of the defaults, except a plain run that ``combine`` (or a deep ensemble's member 0)
+    put into an ensemble: the comparison needs the best single net. Bagged members stay left out."""
+    root = tmp_path / "runs"
+    shutil.copytree(lab.root, root)
+    monkeypatch.setenv("FERLAB_RUNS", str(root))
+    bagged = lab.ensemble.config["members"][0]
+    combined = RunStore(root).combine([lab.single.id, bagged])
+    at = open_page("curves.py")
+    assert set(at.multiselect(key="curves_runs").value) == {lab.single.id, lab.ensemble.id, combined.id}
 
 
 def test_a_fresh_clone_starts_with_the_shipped_fer2013_models(tmp_path, monkeypatch):
