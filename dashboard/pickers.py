@@ -146,20 +146,30 @@ def _preferred(runs: list[Run], prefer: Callable[[Run], bool]) -> list[Run]:
     return [r for r in runs if prefer(r)] or runs
 
 
+def standalone(runs: list[Run]) -> list[Run]:
+    """``runs`` without ensemble members (their ensemble stands for them), except, per data set, the best
+    plain run by validation (one trained on its own, not as member K): a deep ensemble's member 0, or a run
+    that ``combine`` put into an ensemble, is a model in its own right, and a comparison needs the best
+    single net beside the ensemble."""
+    members = {m for r in runs if r.is_ensemble for m in r.config["members"]}
+    best: dict[str, Run] = {}
+    for run in runs:
+        fingerprint = run.metrics["data"]["fingerprint"]
+        if not run.is_ensemble and run.config.get("bootstrap") is None and (
+            fingerprint not in best or run.metrics["val"]["accuracy"] > best[fingerprint].metrics["val"]["accuracy"]
+        ):
+            best[fingerprint] = run
+    members -= {run.id for run in best.values()}
+    return [r for r in runs if r.id not in members]
+
+
 def runs_picker(runs: list[Run], key: str, default_count: int = 4, prefer: Callable[[Run], bool] = on_real_faces) -> list[Run]:
-    """Several runs (for comparisons); starts with the session's runs, else the newest few that ``prefer``
-    picks (by default the real-face runs, so a fresh clone compares the shipped FER2013 models). Ensemble
-    members are left out, their ensemble stands for them, except the best plain run by validation (one
-    trained on its own, not as member K): a deep ensemble's member 0, or a run put into an ensemble by
-    ``combine``, is a model in its own right, and a comparison needs the best single net beside the ensemble."""
+    """Several runs (for comparisons); starts with the session's runs, else the newest few ``standalone``
+    runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
+    FER2013 models)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
-    preferred = _preferred(runs, prefer)
-    members = {m for r in runs if r.is_ensemble for m in r.config["members"]}
-    singles = [r for r in preferred if not r.is_ensemble and r.config.get("bootstrap") is None]
-    if singles:
-        members.discard(max(singles, key=lambda r: r.metrics["val"]["accuracy"]).id)
-    newest = [r.id for r in preferred if r.id not in members][-default_count:]
+    newest = [r.id for r in standalone(_preferred(runs, prefer))][-default_count:]
     seed_widget(key, shared or newest)
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id]  # drop deleted runs
     chosen = st.multiselect("Runs", list(by_id), format_func=option_title(by_id), key=key)

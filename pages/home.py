@@ -8,7 +8,7 @@ results to show within a minute.
 import streamlit as st
 
 from core.data import DataError
-from dashboard import jobs, nav, state
+from dashboard import jobs, nav, pickers, state
 from dashboard.photo_upload import photo_upload_section
 from dashboard.progress import live_progress
 from dashboard.tables import best_first, run_table
@@ -45,7 +45,7 @@ busy_col.caption("background trainings on this server")
 
 if runs:
     st.subheader("Best models")
-    table = best_first(run_table(runs)).head(5)
+    table = best_first(run_table(pickers.standalone(runs))).head(5)  # ensemble members left out
     st.dataframe(
         table[["run", "kind", "val accuracy", "test accuracy", "data"]],
         hide_index=True,
