@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -133,6 +135,12 @@ def shipped_roots() -> list[Path]:
         return []
     models = Path(__file__).resolve().parent.parent / "models"
     return sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+
+
+def _counted(names: Iterable[str]) -> str:
+    """'3 ferlab + vgg9' for ferlab, ferlab, vgg9, ferlab: a label that stays short for a deep ensemble."""
+    counts = Counter(names)
+    return " + ".join(f"{n} {name}" if n > 1 else name for name, n in counts.items())
 
 
 class RunStore:
@@ -354,7 +362,7 @@ class RunStore:
             if (problem := split_problem(run, runs[0].config, fingerprint)) is not None:
                 raise ValueError(f"{problem} (compared with {runs[0].id})")
         cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
-               "label": "ensemble of " + " + ".join(r.config["model"]["arch"] for r in runs)}
+               "label": "ensemble of " + _counted(r.config["model"]["arch"] for r in runs)}
         return self._stored_ensemble(cfg, fingerprint, runs)
 
     def _stored_ensemble(self, cfg: dict, fingerprint: str, runs: list[Run]) -> Run:

@@ -14,7 +14,7 @@ import pytest
 
 from core.evaluation import combine, metrics
 from core.models import ModelSpec, last_conv_layer
-from core.runs import Run, RunStore, evaluate
+from core.runs import Run, RunStore, _counted, evaluate
 from core.training import TrainConfig, distill_targets, fit, training_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +190,7 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
     dnn = store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
     both = store.combine([cnn.id, dnn.id])
     assert both.is_ensemble and both.arch == "tiny+dnn" and both.base_config == cnn.config
+    assert both.label == "ensemble of tiny + dnn"
     assert store.combine([cnn.id, dnn.id]).id == both.id  # stored: returned as it is
     stored = [r.predictions()["test_probs"] for r in (cnn, dnn)]
     np.testing.assert_allclose(both.predictions()["test_probs"], (stored[0] + stored[1]) / 2, atol=1e-6)
@@ -197,6 +198,12 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
     live = [r.model().predict(faces, verbose=0) for r in (cnn, dnn)]
     np.testing.assert_allclose(both.model().predict(faces, verbose=0), (live[0] + live[1]) / 2, atol=1e-5)
     assert set(both.metrics["rules"]) == {"average", "vote", "weighted"}
+
+
+def test_a_combined_ensembles_label_counts_repeated_architectures():
+    """A deep ensemble of 5 ferlab is labelled '5 ferlab', not five names in a row."""
+    assert _counted(["ferlab", "ferlab", "vgg9", "ferlab"]) == "3 ferlab + vgg9"
+    assert _counted(["tiny", "dnn"]) == "tiny + dnn"
 
 
 def test_combine_refuses_what_does_not_line_up(demo_small, runs_dir):
