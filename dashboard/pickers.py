@@ -163,10 +163,10 @@ def standalone(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.id not in members]
 
 
-def runs_picker(runs: list[Run], key: str, default_count: int = 4, prefer: Callable[[Run], bool] = on_real_faces) -> list[Run]:
+def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Callable[[Run], bool] = on_real_faces) -> list[Run]:
     """Several runs (for comparisons); starts with the session's runs, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
-    FER2013 models)."""
+    FER2013 models: CNN, DNN, reference preset and both ensembles, hence 5)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
     newest = [r.id for r in standalone(_preferred(runs, prefer))][-default_count:]
