@@ -106,6 +106,14 @@ class Run:
             return "+".join(dict.fromkeys(Run(p).config["model"]["arch"] for p in self.member_paths()))
         return self.base_config["model"]["arch"]
 
+    @property
+    def weights(self) -> str:
+        """How the weights are stored: 'float32', 'float16' (``RunStore.pack``), or for an ensemble its
+        members' ('float16+float32' when ``combine`` mixed packed and unpacked runs)."""
+        if self.is_ensemble:
+            return "+".join(sorted({Run(path).weights for path in self.member_paths()}))
+        return self.metrics.get("stored_as", "float32")
+
     def member_paths(self) -> list[Path]:
         """Members live beside their ensemble; a combined ensemble's may be shipped runs."""
         roots = [self.path.parent, *shipped_roots()]

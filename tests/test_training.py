@@ -198,6 +198,10 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
     live = [r.model().predict(faces, verbose=0) for r in (cnn, dnn)]
     np.testing.assert_allclose(both.model().predict(faces, verbose=0), (live[0] + live[1]) / 2, atol=1e-5)
     assert set(both.metrics["rules"]) == {"average", "vote", "weighted"}
+    from dashboard.tables import run_table
+
+    store.pack(cnn.id, demo_small)
+    assert run_table([both, cnn, dnn])["weights"].tolist() == ["float16+float32", "float16", "float32"]
 
 
 def test_a_combined_ensembles_label_counts_repeated_architectures():
