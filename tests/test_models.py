@@ -25,6 +25,20 @@ def test_dnn_matches_the_cnn_within_2_percent(arch):
     assert not any(isinstance(layer, keras.layers.Conv2D) for layer in dnn_model.layers)
 
 
+def test_ferlab_wide_is_ferlab_at_twice_every_width():
+    """Same layers in the same order, each conv twice as wide (so ~4x the parameters)."""
+
+    def convs(arch: str) -> list[tuple[str, int]]:
+        model = build_model(ModelSpec(arch))
+        return [(layer.name, layer.filters) for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+    narrow, wide = convs("ferlab"), convs("ferlab-wide")
+    assert [name for name, _ in wide] == [name for name, _ in narrow]
+    assert [filters for _, filters in wide] == [2 * filters for _, filters in narrow]
+    ratio = count_params(build_model(ModelSpec("ferlab-wide")))["trainable"] / count_params(build_model(ModelSpec()))["trainable"]
+    assert 3.9 < ratio < 4.1, ratio
+
+
 def test_dnn_widths_hit_small_and_large_targets():
     for target in (20_000, 1_000_000, 5_000_000):
         widths = dnn_widths(target)
