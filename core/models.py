@@ -178,7 +178,7 @@ PRESETS: dict[str, Preset] = {
     "ferlab": Preset(_ferlab, "FER Lab's own: VGG-style BN CNN, 8 convs 32-256, GAP (~1.2M params), CPU-friendly"),
     "ferlab-wide": Preset(
         partial(_ferlab, widths=(64, 128, 256, 512)),
-        "ferlab at twice the widths: 8 convs 64-512, GAP (~4.7M params), ~3x the time an epoch",
+        "ferlab at twice the widths: 8 convs 64-512, GAP (~4.7M params), ~2.5x the time an epoch",
     ),
     "tiny": Preset(_tiny, "Tiny 3-conv CNN (~94k params) for the built-in demo set: trains in about a minute"),
     "alexnet4": Preset(_alexnet4, "Report 1: 4 conv blocks (5,3,3,3) + BN + rising dropout, 2 dense (~5.66M)"),
