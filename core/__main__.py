@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("workdir", help="the unfinished run's folder (it is left as it is and can still be resumed)")
 
-    p = sub.add_parser("pack", help="store a finished run's kernels as float16 (half the bytes), measuring what it costs")
+    p = sub.add_parser("pack", help="store a finished run's kernels as float16 (half the bytes) or int8 (a quarter), measuring what it costs")
     _common(p)
+    p.add_argument("--int8", action="store_true", help="int8 kernels, one scale per output channel (default: float16)")
     p.add_argument("run", help="run id (or unique prefix); an ensemble packs its members")
 
     p = sub.add_parser("list", help="finished runs")
@@ -251,10 +252,11 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "predict":
         return _predict(found, Path(args.image), args.tta)
     if args.command == "pack":
-        packed = store.pack(found.id, load_dataset(args.data))
+        kernels = "int8" if args.int8 else "float16"
+        packed = store.pack(found.id, load_dataset(args.data), kernels)
         after = packed.metrics
         for key, was in after.get("float32", {}).items():
-            print(f"{key}\taccuracy float32 {was:.4f} -> float16 {after[key]['accuracy']:.4f}")
+            print(f"{key}\taccuracy float32 {was:.4f} -> {kernels} {after[key]['accuracy']:.4f}")
         print(packed.path)
         return 0
     if args.command == "delete":

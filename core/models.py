@@ -321,7 +321,7 @@ def inference_model(model: keras.Model, spec: ModelSpec) -> keras.Model:
 def plain_model(spec: ModelSpec, mean: float, std: float, weights: list[np.ndarray]) -> keras.Model:
     """``spec`` built in float32 without augmentation layers, holding ``weights``:
     what every trained model is served as, whether it comes from a training or from
-    float16 storage (``core.float16``)."""
+    packed storage (``core.packing``)."""
     plain = build_model(replace(spec, augment=None), mean=mean, std=std, policy="float32")
     expected = len(plain.get_weights())
     if len(weights) != expected:

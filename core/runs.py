@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from core import float16
+from core import packing
 from core.data import FaceDataset, canonical_split
 from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
 from core.models import count_params, inference_model
@@ -108,8 +108,8 @@ class Run:
 
     @property
     def weights(self) -> str:
-        """How the weights are stored: 'float32', 'float16' (``RunStore.pack``), or for an ensemble its
-        members' ('float16+float32' when ``combine`` mixed packed and unpacked runs)."""
+        """How the weights are stored: 'float32', 'float16' or 'int8' (``RunStore.pack``), or for an
+        ensemble its members' ('float16+float32' when ``combine`` mixed packed and unpacked runs)."""
         if self.is_ensemble:
             return "+".join(sorted({Run(path).weights for path in self.member_paths()}))
         return self.metrics.get("stored_as", "float32")
@@ -123,8 +123,9 @@ class Run:
     def model(self) -> keras.Model:
         """The Keras model (an ensemble: one model averaging its members' probabilities)."""
         if not self.is_ensemble:
-            if (self.path / float16.FILENAME).exists():  # packed by RunStore.pack
-                return float16.load_float16(self.path / float16.FILENAME, self.train_config().model)
+            packed = packing.packed_file(self.path)  # by RunStore.pack
+            if packed is not None:
+                return packing.load_packed(packed, self.train_config().model)
             return keras.models.load_model(self.path / "model.keras", safe_mode=True)
         members = [Run(p).model() for p in self.member_paths()]
         # Re-wrapped under unique names: members of one preset share a model name.
@@ -387,8 +388,9 @@ class RunStore:
 
     # ------------------------------------------------------------- packing
 
-    def pack(self, run_id: str, data: FaceDataset) -> Run:
-        """Store a finished run of this store with float16 kernels (half the bytes).
+    def pack(self, run_id: str, data: FaceDataset, kernels: str = "float16") -> Run:
+        """Store a finished run of this store with ``kernels`` ('float16': half the bytes,
+        'int8': a quarter; ``core.packing``).
 
         Its predictions and metrics are measured again with the packed weights, so
         what the dashboard shows is what the stored model does, and ``metrics.json``
@@ -402,18 +404,21 @@ class RunStore:
             raise ValueError(not_here)
         if data.fingerprint() != run.metrics["data"]["fingerprint"]:
             raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
-        if run.metrics.get("stored_as") == "float16":
+        stored_as = run.metrics.get("stored_as", "float32")
+        if stored_as == kernels:
             return run  # packed already (a shipped member of a new ensemble, say): nothing to write
+        if stored_as != "float32":
+            raise ValueError(f"run {run.id} is packed as {stored_as} already: its float32 weights are gone, so it cannot be packed as {kernels}")
         if run.path.parent != self.root:
             raise ValueError(not_here)
         before = run.metrics
-        keep = {"stored_as": "float16", "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
+        keep = {"stored_as": kernels, "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
         if run.is_ensemble:
-            members = [self.pack(p.name, data) for p in run.member_paths()]
+            members = [self.pack(p.name, data, kernels) for p in run.member_paths()]
             _write_ensemble(run.path, run.config, members, keep={**keep, "rules_float32": {
                 rule: _accuracies(m) for rule, m in before["rules"].items()}})
             return Run(run.path)
-        float16.save_float16(run.model(), run.path / float16.FILENAME)
+        packing.save_packed(run.model(), run.path / packing.FILENAMES[kernels], kernels)
         config = run.train_config()
         train, val = training_split(data, config)
         packed = Run(run.path).model()

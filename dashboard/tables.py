@@ -33,7 +33,7 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
                 "epochs": m.get("epochs_run", config["epochs"]),
                 "trainable params": m["params"]["trainable"],
                 "non-trainable params": m["params"]["non_trainable"],
-                "weights": run.weights,  # float16: packed, accuracies measured with the packed weights
+                "weights": run.weights,  # float16 or int8: packed, accuracies measured with the packed weights
                 "val accuracy": m["val"]["accuracy"],
                 "test accuracy": m.get("test", {}).get("accuracy", float("nan")),
                 "train seconds": m["train_seconds"],

@@ -30,8 +30,9 @@ if chosen:
     st.plotly_chart(epoch_times(histories), key="curves_times")
     st.subheader("Summary")
     st.caption("Validation accuracy is the best epoch's (the one kept). An ensemble's parameters and "
-               "time are its members' sums; its curve is the members' mean. Weights 'float16': the kernels "
-               "are stored at half precision to fit the repo, and the accuracies are measured with them.")
+               "time are its members' sums; its curve is the members' mean. Weights 'float16' or 'int8': the "
+               "kernels are stored at half or a quarter of the bytes to fit the repo, and the accuracies are "
+               "measured with them.")
     st.dataframe(
         run_table(chosen)[SUMMARY_COLUMNS],
         hide_index=True,

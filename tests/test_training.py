@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,6 @@ def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
 def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_dir):
     """--no-resample: each member trains on every training face once; the members still differ.
     A member trained alone (--member) is the one the ensemble uses."""
-    from dataclasses import replace
 
     config = replace(TINY, epochs=1, resample=False)
     t0, v0 = training_split(demo_small, replace(config, bootstrap=0))
@@ -183,7 +183,6 @@ def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_di
 
 def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
     """A CNN and a DNN combined: the ensemble's stored and live probabilities are the members' mean."""
-    from dataclasses import replace
 
     store = RunStore(runs_dir, shipped=[])
     cnn = store.train(replace(TINY, epochs=1), demo_small)
@@ -211,7 +210,6 @@ def test_a_combined_ensembles_label_counts_repeated_architectures():
 
 
 def test_combine_refuses_what_does_not_line_up(demo_small, runs_dir):
-    from dataclasses import replace
 
     store = RunStore(runs_dir, shipped=[])
     one = store.train(replace(TINY, epochs=1), demo_small)
@@ -296,7 +294,6 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
 
 def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
     """With a zero learning rate the started run keeps the weights it was given; its id differs."""
-    from dataclasses import replace
 
     store = RunStore(runs_dir, shipped=[])
     start = store.train(TINY, demo_small)
@@ -335,7 +332,6 @@ def _always_happy() -> "keras.Model":
 def test_a_distilled_student_learns_the_teachers_answers(demo_small, tmp_path, weight, all_happy):
     """Targets wholly from a teacher that always says Happy make a student that always says Happy;
     with the teacher's weight at 0 the labels rule (the demo classes are balanced)."""
-    from dataclasses import replace
 
     config = replace(TINY, epochs=3, learning_rate=3e-3, teacher="always-happy", distill_weight=weight)
     result = fit(config, demo_small, tmp_path / "student", teacher=_always_happy())
@@ -344,7 +340,6 @@ def test_a_distilled_student_learns_the_teachers_answers(demo_small, tmp_path, w
 
 
 def test_a_teacher_must_share_the_students_validation_split(demo_small, runs_dir):
-    from dataclasses import replace
 
     store = RunStore(runs_dir, shipped=[])
     teacher = store.train(replace(TINY, epochs=1), demo_small)
@@ -405,7 +400,9 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
     """A packed ensemble: members' kernels float16 on disk, models compute as before (to float16
     rounding), predictions and metrics re-measured with the packed weights, float32 figures kept."""
     from core.evaluation import predict_probs
-    from core.float16 import FILENAME
+    from core.packing import FILENAMES
+
+    FILENAME = FILENAMES["float16"]
 
     store = RunStore(runs_dir, shipped=[])
     ens = store.ensemble(TINY, 2, demo_small)
@@ -442,6 +439,38 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
 
     with pytest.raises(ValueError, match=f"run {ens.id} was trained on other data"):
         store.pack(ens.id, make_demo(n_per_class=5, test_per_class=2, seed=9))
+
+
+def test_pack_int8_quantizes_each_output_channel(demo_small, runs_dir):
+    """int8 kernels: a quarter of the bytes, each output unit within half a step of its float32
+    weights, the model's probabilities close to before (and really changed); a float16 run cannot
+    become int8 (its float32 weights are gone)."""
+    from core.evaluation import predict_probs
+    from core.packing import FILENAMES, quantize_int8
+
+    kernel = np.array([[0.5, -0.001], [-1.0, 0.002], [0.25, 0.0]], np.float32)  # units of very different sizes
+    codes, scale = quantize_int8(kernel)
+    assert codes.dtype == np.int8 and codes.tolist() == [[64, -64], [-127, 127], [32, 0]]
+    assert np.abs(codes * scale - kernel).max(axis=0) == pytest.approx(scale / 2, rel=0.02)  # small unit keeps resolution
+    assert quantize_int8(np.zeros((2, 3), np.float32))[0].tolist() == [[0] * 3] * 2  # a dead unit: no division by zero
+
+    store = RunStore(runs_dir, shipped=[])
+    dnn = store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
+    val = training_split(demo_small, dnn.train_config())[1]
+    before_probs, before_size = predict_probs(dnn.model(), val.images), (dnn.path / "model.keras").stat().st_size
+    packed = store.pack(dnn.id, demo_small, "int8")
+    assert packed.weights == "int8" and packed.metrics["float32"]["val"] == dnn.metrics["val"]["accuracy"]
+    assert not (dnn.path / "model.keras").exists() and (dnn.path / FILENAMES["int8"]).stat().st_size < 0.35 * before_size
+    with np.load(dnn.path / FILENAMES["int8"]) as npz:
+        assert {npz[k].dtype for k in npz.files if k.startswith("w") and npz[k].ndim >= 2} == {np.dtype(np.int8)}
+    after_probs = predict_probs(RunStore(runs_dir, shipped=[]).get(dnn.id).model(), val.images)
+    np.testing.assert_allclose(after_probs, before_probs, atol=2e-2)
+    assert not np.array_equal(after_probs, before_probs)
+    assert store.pack(dnn.id, demo_small, "int8").metrics == packed.metrics  # packing twice changes nothing
+
+    cnn = store.pack(store.train(TINY, demo_small).id, demo_small)
+    with pytest.raises(ValueError, match=f"run {cnn.id} is packed as float16 already"):
+        store.pack(cnn.id, demo_small, "int8")
 
 
 def test_the_shipped_cnn_is_member_0_of_the_deep_ensemble_of_its_flags():
