@@ -118,10 +118,14 @@ def setting_name(model: dict) -> str:
 
 
 def run_title(run: Run) -> str:
-    """'tiny · norm+aug · 8 ep [3f2a1c]': runs of one architecture differ in the middle."""
+    """'tiny · norm+aug · 8 ep [3f2a1c]': runs of one architecture differ in the middle. A DNN names the
+    CNN whose parameter count it matches ('dnn ~ ferlab-wide'): DNNs of several sizes look alike otherwise."""
     config = run.base_config
     epochs = config.get("epochs", "?")
-    return f"{run.label} · {setting_name(config['model'])} · {epochs} ep [{run.id.rsplit('-', 1)[-1][:6]}]"
+    name = run.label
+    if not run.is_ensemble and config["model"]["arch"] == "dnn" and config["model"].get("dnn_match"):
+        name += f" ~ {config['model']['dnn_match']}"
+    return f"{name} · {setting_name(config['model'])} · {epochs} ep [{run.id.rsplit('-', 1)[-1][:6]}]"
 
 
 def option_title(runs: dict[str, Run]):

@@ -232,6 +232,13 @@ def _explain(lab, face: np.ndarray, label: int = 3) -> AppTest:
     return at
 
 
+def test_run_titles_tell_dnns_of_different_sizes_apart(dashboard_runs):
+    from dashboard.pickers import run_title
+
+    assert run_title(dashboard_runs.dnn).startswith("dnn ~ tiny · norm+aug · 1 ep [")
+    assert run_title(dashboard_runs.cnn).startswith("tiny · norm+aug · 1 ep [")
+
+
 def test_explain_draws_every_method_for_each_model_and_a_note_for_dnn_gradcam(lab):
     at = _explain(lab, lab.data.images[0])
     shown = captions(at)
