@@ -1,7 +1,7 @@
 """Benchmark the photo path (decode -> detect -> align -> predict) on synthetic photos of FER2013 faces.
 
     python bench/photo_path.py                       # detection figures for each candidate detector
-    python bench/photo_path.py --model run/best.keras  # plus accuracy through the photo path (default detector)
+    python bench/photo_path.py --model models/fer/RUN  # plus accuracy through the photo path (default detector)
     python bench/photo_path.py --photos 60 --detectors centerface,mtcnn+centerface@800  # a quick look
     python bench/photo_path.py --measure-template    # re-measure core.faces' keypoint templates
 
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FER2013 CSV (gz)")
     parser.add_argument("--photos", type=int, default=300, help="test photos to build (fewer for a quick look)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", type=Path, help="a .keras model: (N, 48, 48, 1) grey 0..255 -> 7 probabilities")
+    parser.add_argument("--model", type=Path, help="a run folder (packed too) or a .keras model: (N, 48, 48, 1) grey 0..255 -> 7 probabilities")
     parser.add_argument(
         "--detectors",
         default=f"haar,mtcnn,centerface,{F.DEFAULT_DETECTOR}",
@@ -690,7 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         import keras
 
-        model = keras.models.load_model(args.model, safe_mode=True)
+        from core.runs import Run
+
+        model = Run(args.model).model() if args.model.is_dir() else keras.models.load_model(args.model, safe_mode=True)
         print()
         print(f"Accuracy through the photo path, {default.name}, model: {args.model} (found: by each match rule)")
         print()

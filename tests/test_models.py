@@ -92,3 +92,12 @@ def test_mixed_bfloat16_keeps_float32_outputs():
 def test_unknown_arch_is_refused():
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model(ModelSpec("resnet"))
+
+
+def test_shipped_models_fit_the_40_mb_budget():
+    """Issue 4: the shipped FER2013 runs take at most 40 MB of the repo (packing is how they fit)."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "models"
+    sizes = [p.stat().st_size for p in shipped.rglob("*") if p.is_file()]
+    assert sizes and sum(sizes) <= 40_000_000, f"models/ holds {sum(sizes) / 1e6:.1f} MB"
