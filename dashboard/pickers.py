@@ -167,14 +167,32 @@ def standalone(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.id not in members]
 
 
-def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Callable[[Run], bool] = on_real_faces) -> list[Run]:
+def kind(run: Run) -> str:
+    """'cnn', 'dnn' or 'ensemble': what a comparison wants one of each of."""
+    if run.is_ensemble:
+        return "ensemble"
+    return "dnn" if run.base_config["model"]["arch"] == "dnn" else "cnn"
+
+
+def best_of_each_kind(runs: list[Run]) -> list[Run]:
+    """The best single CNN, DNN and ensemble by validation accuracy (those there are), in that order."""
+    best: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.metrics["val"]["accuracy"], reverse=True):
+        best.setdefault(kind(run), run)
+    return [best[k] for k in ("cnn", "dnn", "ensemble") if k in best]
+
+
+def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Callable[[Run], bool] = on_real_faces,
+                one_per_kind: bool = False) -> list[Run]:
     """Several runs (for comparisons); starts with the session's runs, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
-    FER2013 models: CNN, DNN, reference preset and both ensembles, hence 5)."""
+    FER2013 models: the best CNN, both DNNs and both ensembles, hence 5), or with ``one_per_kind``
+    the best CNN, DNN and ensemble of those: for views where each model costs seconds (Explain)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
-    newest = [r.id for r in standalone(_preferred(runs, prefer))][-default_count:]
-    seed_widget(key, shared or newest)
+    candidates = standalone(_preferred(runs, prefer))
+    default = [r.id for r in best_of_each_kind(candidates)] if one_per_kind else [r.id for r in candidates][-default_count:]
+    seed_widget(key, shared or default)
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id]  # drop deleted runs
     chosen = st.multiselect("Runs", list(by_id), format_func=option_title(by_id), key=key)
     st.session_state[state.RUNS_KEY] = list(chosen)

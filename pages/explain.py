@@ -55,7 +55,7 @@ else:
 face_digest = inference.digest(np.asarray(image, np.uint8))
 
 # --------------------------------------------------------------- settings
-chosen = pickers.runs_picker(runs, key="explain_runs")
+chosen = pickers.runs_picker(runs, key="explain_runs", one_per_kind=True)  # each model costs seconds
 pickers.seed_widget("explain_methods", DEFAULT_METHODS)
 methods = st.multiselect("Methods", list(METHODS), format_func=METHODS.get, key="explain_methods")
 targets = {

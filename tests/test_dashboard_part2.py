@@ -239,6 +239,18 @@ def test_run_titles_tell_dnns_of_different_sizes_apart(dashboard_runs):
     assert run_title(dashboard_runs.cnn).startswith("tiny · norm+aug · 1 ep [")
 
 
+def test_explain_starts_with_the_best_cnn_dnn_and_ensemble(dashboard_runs):
+    """Explain costs seconds a model, so it starts with one model of each kind, the best by validation."""
+    from core.runs import RunStore
+    from dashboard.pickers import best_of_each_kind, kind
+
+    runs = RunStore(dashboard_runs.root, shipped=[]).list()  # the ensemble's members are CNNs too
+    best_cnn = max((r for r in runs if kind(r) == "cnn"), key=lambda r: r.metrics["val"]["accuracy"])
+    assert len([r for r in runs if kind(r) == "cnn"]) == 3
+    assert [r.id for r in best_of_each_kind(runs)] == [best_cnn.id, dashboard_runs.dnn.id, dashboard_runs.ensemble.id]
+    assert best_of_each_kind([dashboard_runs.ensemble]) == [dashboard_runs.ensemble]
+
+
 def test_explain_draws_every_method_for_each_model_and_a_note_for_dnn_gradcam(lab):
     at = _explain(lab, lab.data.images[0])
     shown = captions(at)
