@@ -1,6 +1,6 @@
 """Widgets that choose what the pages show: the data source, runs, one face.
 
-Choices are copied into ``st.session_state`` under shared, non-widget keys
+The user's choices are copied into ``st.session_state`` under shared, non-widget keys
 (see ``dashboard.state``), because Streamlit forgets a widget's value once a
 page without that widget runs; every picker seeds its widget from the shared
 value, so all pages agree on the data and the runs. Every widget has an
@@ -184,7 +184,7 @@ def best_of_each_kind(runs: list[Run]) -> list[Run]:
 
 def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Callable[[Run], bool] = on_real_faces,
                 one_per_kind: bool = False) -> list[Run]:
-    """Several runs (for comparisons); starts with the session's runs, else the newest few ``standalone``
+    """Several runs (for comparisons); starts with the runs the user chose on any page, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
     FER2013 models: the best CNN, both DNNs and both ensembles, hence 5), or with ``one_per_kind``
     the best CNN, DNN and ensemble of those: for views where each model costs seconds (Explain)."""
@@ -194,13 +194,24 @@ def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Calla
     default = [r.id for r in best_of_each_kind(candidates)] if one_per_kind else [r.id for r in candidates][-default_count:]
     seed_widget(key, shared or default)
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id]  # drop deleted runs
-    chosen = st.multiselect("Runs", list(by_id), format_func=option_title(by_id), key=key)
-    st.session_state[state.RUNS_KEY] = list(chosen)
+    chosen = st.multiselect("Runs", list(by_id), format_func=option_title(by_id), key=key, on_change=_share_runs, args=(key,))
     return [by_id[i] for i in chosen]
 
 
+def _share_runs(widget_key: str) -> None:
+    """A user's choice of runs, for the other pages to start with. Only a choice is shared, not a page's
+    default: Explain's default (three models) would otherwise be Curves' five, at seconds a model."""
+    st.session_state[state.RUNS_KEY] = list(st.session_state[widget_key])
+
+
+def _share_run(widget_key: str) -> None:
+    """A user's choice of one run, put first (the focus) among the shared runs."""
+    chosen = st.session_state[widget_key]
+    st.session_state[state.RUNS_KEY] = [chosen] + [i for i in st.session_state.get(state.RUNS_KEY, []) if i != chosen]
+
+
 def run_picker(runs: list[Run], key: str, label: str = "Run", prefer: Callable[[Run], bool] = on_real_faces) -> Run | None:
-    """One run; starts with the session's first chosen run, else the best by validation accuracy among
+    """One run; starts with the first run the user chose on any page, else the best by validation accuracy among
     those ``prefer`` picks (validation accuracies of different data sets do not compare)."""
     if not runs:
         return None
@@ -208,8 +219,7 @@ def run_picker(runs: list[Run], key: str, label: str = "Run", prefer: Callable[[
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
     best = max(_preferred(runs, prefer), key=lambda r: r.metrics["val"]["accuracy"]).id
     seed_widget(key, shared[0] if shared else best, valid=by_id)
-    chosen = st.selectbox(label, list(by_id), format_func=option_title(by_id), key=key)
-    st.session_state[state.RUNS_KEY] = [chosen] + [i for i in shared if i != chosen]
+    chosen = st.selectbox(label, list(by_id), format_func=option_title(by_id), key=key, on_change=_share_run, args=(key,))
     return by_id[chosen]
 
 

@@ -263,6 +263,10 @@ def test_status_tells_new_running_interrupted_and_finished(lab, tmp_path):
 
 def test_curves_page_compares_runs_and_shows_the_ablation(lab):
     at = open_page("curves.py")
+    with pytest.raises(KeyError):  # a page's default is not a choice to share
+        at.session_state["selected_runs"]
+    at.multiselect(key="curves_runs").set_value([lab.ensemble.id]).run()
+    assert at.session_state["selected_runs"] == [lab.ensemble.id]  # the user's choice is
     at.multiselect(key="curves_runs").set_value([lab.single.id, lab.ensemble.id]).run()
     assert not at.exception
     figures = charts(at)
