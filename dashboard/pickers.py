@@ -123,7 +123,7 @@ def run_title(run: Run) -> str:
     config = run.base_config
     epochs = config.get("epochs", "?")
     name = run.label
-    if not run.is_ensemble and config["model"]["arch"] == "dnn" and config["model"].get("dnn_match"):
+    if kind(run) == "dnn" and config["model"].get("dnn_match"):
         name += f" ~ {config['model']['dnn_match']}"
     return f"{name} · {setting_name(config['model'])} · {epochs} ep [{run.id.rsplit('-', 1)[-1][:6]}]"
 

@@ -14,7 +14,6 @@ from core.data import EMOTIONS
 from core.explain.filters import capped_steps
 from core.figures import upscale
 from core.models import conv_layers
-from core.runs import Run
 from dashboard import inference, nav, pickers, state
 from dashboard.overlay import enlarge_to, stretch
 
@@ -22,13 +21,9 @@ TILE = 96  # px each picture is shown at (whole-factor enlargement, pixels repea
 MAX_FILTERS = 64  # per grid: one batched ascent of 64 faces still takes seconds
 
 
-def is_cnn(run: Run) -> bool:
-    """Single runs with convolutions: a DNN has no filters, an ensemble has one set per member."""
-    return not run.is_ensemble and run.config["model"]["arch"] != "dnn"
-
-
 st.title("Filters")
-runs = [run for run in state.run_store().list() if is_cnn(run)]
+# Single CNNs only: a DNN has no filters, an ensemble has one set per member.
+runs = [run for run in state.run_store().list() if pickers.kind(run) == "cnn"]
 if not runs:
     nav.stop_without_runs("No finished CNN run yet (DNNs have no convolution filters): train one first.")
 
