@@ -394,8 +394,10 @@ class RunStore:
 
         Its predictions and metrics are measured again with the packed weights, so
         what the dashboard shows is what the stored model does, and ``metrics.json``
-        keeps the float32 accuracies under ``"float32"``: the cost is on record. An
-        ensemble packs its members and recombines them. ``data`` must be the data
+        keeps the float32 accuracies under ``"float32"``: the cost is on record. A
+        float16 run can still become int8 (its float16 accuracies kept too, under
+        ``"float16"``), never the other way. An ensemble packs its members and
+        recombines them. ``data`` must be the data
         set the run was trained on (its validation split is re-measured).
         """
         run = self.get(run_id)
@@ -407,23 +409,27 @@ class RunStore:
         stored_as = run.metrics.get("stored_as", "float32")
         if stored_as == kernels:
             return run  # packed already (a shipped member of a new ensemble, say): nothing to write
-        if stored_as != "float32":
-            raise ValueError(f"run {run.id} is packed as {stored_as} already: its float32 weights are gone, so it cannot be packed as {kernels}")
+        if packing.PRECISIONS.index(kernels) < packing.PRECISIONS.index(stored_as):
+            raise ValueError(f"run {run.id} is packed as {stored_as} already: its {packing.PRECISIONS[0]} weights are gone, so it cannot be packed as {kernels}")
         if run.path.parent != self.root:
             raise ValueError(not_here)
         before = run.metrics
-        keep = {"stored_as": kernels, "float32": _accuracies(before), "hardware": before["hardware"], "finished": before["finished"]}
+        # the accuracies at each precision the run was stored at (float32 .. now): the cost on record
+        stored_at = packing.PRECISIONS[: packing.PRECISIONS.index(stored_as) + 1]
+        keep = {"stored_as": kernels, "hardware": before["hardware"], "finished": before["finished"],
+                **{p: before.get(p, _accuracies(before)) for p in stored_at}}
         if run.is_ensemble:
             members = [self.pack(p.name, data, kernels) for p in run.member_paths()]
-            _write_ensemble(run.path, run.config, members, keep={**keep, "rules_float32": {
-                rule: _accuracies(m) for rule, m in before["rules"].items()}})
+            rules = before.get("rules_float32") or {rule: _accuracies(m) for rule, m in before["rules"].items()}
+            _write_ensemble(run.path, run.config, members, keep={**keep, "rules_float32": rules})
             return Run(run.path)
         packing.save_packed(run.model(), run.path / packing.FILENAMES[kernels], kernels)
+        for name in ("model.keras", *(packing.FILENAMES[p] for p in packing.PRECISIONS[1:] if p != kernels)):
+            (run.path / name).unlink(missing_ok=True)  # the packed file is the run's only weights now
         config = run.train_config()
         train, val = training_split(data, config)
         packed = Run(run.path).model()
         self._finish(run.path, data, config, FitResult(packed, run.history(), before["train_seconds"], train, val), keep=keep)
-        (run.path / "model.keras").unlink(missing_ok=True)
         return Run(run.path)
 
 

@@ -443,8 +443,8 @@ def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
 
 def test_pack_int8_quantizes_each_output_channel(demo_small, runs_dir):
     """int8 kernels: a quarter of the bytes, each output unit within half a step of its float32
-    weights, the model's probabilities close to before (and really changed); a float16 run cannot
-    become int8 (its float32 weights are gone)."""
+    weights, the model's probabilities close to before (and really changed); a float16 run can
+    become int8, keeping both earlier accuracies, but an int8 run cannot become float16."""
     from core.evaluation import predict_probs
     from core.packing import FILENAMES, quantize_int8
 
@@ -469,8 +469,11 @@ def test_pack_int8_quantizes_each_output_channel(demo_small, runs_dir):
     assert store.pack(dnn.id, demo_small, "int8").metrics == packed.metrics  # packing twice changes nothing
 
     cnn = store.pack(store.train(TINY, demo_small).id, demo_small)
-    with pytest.raises(ValueError, match=f"run {cnn.id} is packed as float16 already"):
-        store.pack(cnn.id, demo_small, "int8")
+    cnn8 = store.pack(cnn.id, demo_small, "int8")
+    assert cnn8.weights == "int8" and [p.name for p in cnn8.path.glob("model.*")] == [FILENAMES["int8"]]
+    assert cnn8.metrics["float32"] == cnn.metrics["float32"] and cnn8.metrics["float16"]["val"] == cnn.metrics["val"]["accuracy"]
+    with pytest.raises(ValueError, match=f"run {cnn.id} is packed as int8 already"):
+        store.pack(cnn.id, demo_small, "float16")
 
 
 def test_the_shipped_cnn_is_member_0_of_the_deep_ensemble_of_its_flags():
