@@ -1,4 +1,4 @@
-"""``python -m core train|ensemble|combine|evaluate|predict|snapshot|pack|list|delete`` -- the CLI.
+"""``python -m core train|ensemble|combine|evaluate|predict|snapshot|carry|pack|list|delete`` -- the CLI.
 
 Bad arguments or bad data exit non-zero with one line naming the problem,
 never a traceback: users of this tool are students, not debuggers.
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("workdir", help="the unfinished run's folder (it is left as it is and can still be resumed)")
 
+    p = sub.add_parser("carry", help="an unfinished training made small enough to commit: weights (float16 kernels), config, history")
+    p.add_argument("workdir", help="the unfinished run's folder (left as it is)")
+    p.add_argument("dest", help="folder to write <run id>/ into; copy that into a run store and the same train command resumes")
+
     p = sub.add_parser("pack", help="store a finished run's kernels as float16 (half the bytes) or int8 (a quarter), measuring what it costs")
     _common(p)
     p.add_argument("--int8", action="store_true", help="int8 kernels, one scale per output channel (default: float16)")
@@ -207,6 +211,11 @@ def run(args: argparse.Namespace) -> int:
     from core.data import load_dataset
     from core.runs import RunStore
 
+    if args.command == "carry":
+        from core.training import carry
+
+        print(carry(Path(args.workdir), Path(args.dest)))
+        return 0
     store = RunStore(args.runs)
     if args.command in ("train", "ensemble"):
         config = config_from_args(args)

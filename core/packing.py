@@ -68,13 +68,20 @@ def save_packed(model: keras.Model, path: Path, kernels: str) -> None:
     os.replace(tmp, path)
 
 
-def load_packed(path: Path, spec: ModelSpec) -> keras.Model:
-    """The float32 inference model (no augmentation layers) with the stored weights."""
+def read_packed(path: Path) -> tuple[float, float, list[np.ndarray]]:
+    """(mean, std, weights) of a packed file: the normaliser's statistics and every
+    weight as float32, in ``model.get_weights()`` order."""
     with np.load(path, allow_pickle=False) as npz:
         mean, std = float(npz["mean"]), float(npz["std"])
         names = sorted(k for k in npz.files if k.startswith("w"))
         scales = {k: npz[f"s{k[1:]}"] for k in names if f"s{k[1:]}" in npz.files}
         weights = [npz[k].astype(np.float32) * scales.get(k, np.float32(1)) for k in names]
+    return mean, std, weights
+
+
+def load_packed(path: Path, spec: ModelSpec) -> keras.Model:
+    """The float32 inference model (no augmentation layers) with the stored weights."""
+    mean, std, weights = read_packed(path)
     try:
         return plain_model(spec, mean, std, weights)
     except ValueError as err:

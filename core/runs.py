@@ -30,6 +30,7 @@ from core.data import FaceDataset, canonical_split
 from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
 from core.models import count_params, inference_model
 from core.training import (
+    CARRIED_WEIGHTS,
     FitResult,
     Progress,
     ProgressFn,
@@ -310,7 +311,7 @@ class RunStore:
             finished=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
         report.update(keep or {})
-        for name in ("last.keras", "best.keras", "progress.json"):
+        for name in ("last.keras", "best.keras", "progress.json", CARRIED_WEIGHTS):
             (path / name).unlink(missing_ok=True)
         write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
 

@@ -5,11 +5,15 @@
 optimiser state), ``best.keras`` and ``history.csv``, each written to a temp
 file and renamed, so calling ``fit`` again resumes from the last finished
 epoch instead of starting over or reading a half-written file.
+
+``carry`` makes such a folder small enough to commit (weights only, float16
+kernels), so a long CPU training can go on from another machine.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +27,9 @@ import tensorflow as tf
 from core.data import FaceDataset, stratified_split
 from core.evaluation import predict_probs
 from core.models import N_CLASSES, ModelSpec, build_model, inference_model
+from core.packing import read_packed, save_packed
 
+CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 
 
@@ -168,13 +174,16 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(lr.numpy() if hasattr(lr, "numpy") else lr)
 
 
+def steps_per_epoch(config: TrainConfig, train: FaceDataset) -> int:
+    return int(np.ceil(len(train) / config.batch_size))
+
+
 def build_compiled(config: TrainConfig, train: FaceDataset) -> keras.Model:
     policy = "mixed_bfloat16" if config.mixed_precision else "float32"
     mean, std = float(train.images.mean()), float(train.images.std()) or 1.0
     model = build_model(config.model, mean=mean, std=std, policy=policy)
-    steps = int(np.ceil(len(train) / config.batch_size))
     model.compile(
-        optimizer=_optimizer(config, steps),
+        optimizer=_optimizer(config, steps_per_epoch(config, train)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
@@ -187,6 +196,38 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     if [w.shape for w in ours] != [w.shape for w in theirs]:
         raise ValueError(f"cannot start '{target.name}' from the weights of '{source.name}': the layers differ")
     target.set_weights(theirs)
+
+
+def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int) -> None:
+    """Give a compiled model's fresh Adam(W) the moments a long run would have:
+    the mean gradient and mean squared gradient over ``batches`` training batches.
+
+    Why: a run resumed from carried weights has a new optimiser whose iteration
+    count is set to where the run stopped (so the schedule goes on), which also
+    switches off Adam's bias correction for zero moments: its first few hundred
+    steps would be up to 6x too long. Plain means are unbiased estimates, so the
+    run takes steps of the right size at once. SGD's momentum is left at zero,
+    which only shortens the first steps.
+    """
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    if not isinstance(optimizer, keras.optimizers.Adam):  # AdamW is an Adam
+        return
+    sums = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
+    squares = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
+    n = 0
+    for images, targets in dataset.take(batches):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=images, y=targets, y_pred=model(images, training=True))
+        for s, q, g in zip(sums, squares, tape.gradient(loss, model.trainable_variables)):
+            g = np.asarray(g, np.float64)
+            s += g
+            q += g * g
+        n += 1
+    # Keras' Adam keeps one momentum and one velocity per trainable variable, in their order.
+    for m, v, s, q in zip(optimizer._momentums, optimizer._velocities, sums, squares):
+        m.assign((s / n).astype(np.float32))
+        v.assign((q / n).astype(np.float32))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -203,6 +244,50 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _last_epoch(workdir: Path) -> tuple[pd.DataFrame, keras.Model]:
+    """``last.keras`` and the history it belongs to, also while the training runs.
+
+    An epoch's end replaces ``last.keras``, then ``history.csv``; if either
+    changed while they were read (a new checkpoint, a longer history), read again.
+    """
+    last = workdir / "last.keras"
+    for _ in range(10):
+        history = read_history(workdir)
+        if not len(history) or not last.exists():
+            raise ValueError(f"{workdir}: no finished epoch to carry")
+        stamp = last.stat().st_mtime_ns
+        model = keras.models.load_model(last, safe_mode=True)
+        if last.stat().st_mtime_ns == stamp and len(read_history(workdir)) == len(history):
+            return history, model
+    raise ValueError(f"{workdir}: the checkpoint kept changing while it was read")
+
+
+def carry(workdir: Path, dest_root: Path) -> Path:
+    """An unfinished training's folder made small enough for git: ``dest_root/<run id>``.
+
+    ``last.keras`` also holds the AdamW moments, twice the weights again
+    (``ferlab-wide``'s is 56 MB), too much to commit at every stop. The carried
+    folder keeps ``config.json``, ``history.csv`` and the last epoch's weights
+    with float16 kernels (``ferlab-wide``: 9 MB); copied into a run store, the
+    same ``train`` command resumes from it (``fit``). Built in a temp folder
+    and renamed, so an older carry of the run is replaced whole or not at all.
+    """
+    workdir, dest_root = Path(workdir), Path(dest_root)
+    history, model = _last_epoch(workdir)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    dest, tmp, old = (dest_root / name for name in (workdir.name, f".{workdir.name}.tmp", f".{workdir.name}.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_packed(model, tmp / CARRIED_WEIGHTS, "float16")
+    shutil.copy2(workdir / "config.json", tmp / "config.json")
+    write_text_atomic(tmp / "history.csv", history.to_csv(index=False))
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def read_history(workdir: Path) -> pd.DataFrame:
@@ -291,6 +376,8 @@ def fit(
     a fresh start copies its weights (fine-tuning); a resumed one ignores it.
     ``teacher``: the model ``config.teacher`` names; its flip-TTA probabilities on
     the training faces are mixed into the targets (``distill_targets``).
+    A folder made by ``carry`` (weights, no ``last.keras``) resumes with a new
+    optimiser at the step where the run stopped (``estimate_moments``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -302,9 +389,13 @@ def fit(
     history = read_history(workdir)
     done = len(history)
     strategy = strategy or tf.distribute.get_strategy()
+    carried = done and not (workdir / "last.keras").exists() and (workdir / CARRIED_WEIGHTS).exists()
     with strategy.scope():
         if done and (workdir / "last.keras").exists():
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+        elif carried:
+            model = build_compiled(config, train)
+            model.set_weights(read_packed(workdir / CARRIED_WEIGHTS)[2])
         else:
             history, done = history.iloc[:0], 0
             model = build_compiled(config, train)
@@ -318,9 +409,13 @@ def fit(
     shuffle_seed = config.seed if config.resample else member_seed
     train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=shuffle_seed)
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
+    if carried:
+        with strategy.scope():
+            estimate_moments(model, train_ds, batches=50)
+            model.optimizer.iterations.assign(done * steps_per_epoch(config, train))
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
     if progress is not None:
-        callbacks.append(_ProgressCallback(progress, config.epochs, int(np.ceil(len(train) / config.batch_size))))
+        callbacks.append(_ProgressCallback(progress, config.epochs, steps_per_epoch(config, train)))
     stopped_early = done and config.early_stopping and _patience_exhausted(history, config.early_stopping)
     if done < config.epochs and not stopped_early:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,

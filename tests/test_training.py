@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +18,18 @@ import pytest
 from core.evaluation import combine, metrics
 from core.models import ModelSpec, last_conv_layer
 from core.runs import Run, RunStore, _counted, evaluate
-from core.training import TrainConfig, distill_targets, fit, training_split
+from core.packing import read_packed
+from core.training import (
+    CARRIED_WEIGHTS,
+    TrainConfig,
+    build_compiled,
+    carry,
+    distill_targets,
+    estimate_moments,
+    fit,
+    make_dataset,
+    training_split,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(model=ModelSpec("tiny"), epochs=2, batch_size=32)
@@ -394,6 +407,54 @@ def test_a_run_carried_without_best_keras_resumes_and_finishes(demo_small, tmp_p
     run = store.train(config, demo_small)
     assert run.path == workdir and run.history()["epoch"].tolist() == [1, 2, 3]
     assert run.metrics["epochs_run"] == 3 and run.metrics["test"]["n"] == 70
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_small, tmp_path):
+    """``carry`` keeps config, history and float16 weights; copied into another store,
+    the same training resumes with the learning rate of an unbroken run (README)."""
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=4, batch_size=32, optimizer="adamw", schedule="cosine", warmup_epochs=1)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+
+    def kill_after_epoch_2(tick):
+        if tick.epoch == 1 and "val_accuracy" in tick.logs:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        fit(config, demo_small, workdir, progress=kill_after_epoch_2)
+    carried = carry(workdir, tmp_path / "repo")
+    assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS])
+    last = keras.models.load_model(workdir / "last.keras", safe_mode=True).get_weights()
+    for ours, theirs in zip(read_packed(carried / CARRIED_WEIGHTS)[2], last, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-6)
+
+    moved = RunStore(tmp_path / "other", shipped=[])
+    shutil.copytree(carried, moved.root / carried.name)
+    resumed = moved.train(config, demo_small).history()
+    unbroken = store.train(config, demo_small).history()  # from last.keras, optimiser state and all
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(resumed.iloc[:2], unbroken.iloc[:2])
+    np.testing.assert_allclose(resumed["learning_rate"], unbroken["learning_rate"], rtol=1e-5)
+    assert not (moved.root / carried.name / CARRIED_WEIGHTS).exists()  # a finished run drops it
+
+
+def test_estimated_moments_are_the_mean_gradient_and_squared_gradient(demo_small):
+    """One batch: Adam's momentum is its gradient, the velocity that gradient squared (not zeros)."""
+    config = TrainConfig(model=ModelSpec("tiny", augment=None), optimizer="adamw")
+    train, _ = training_split(demo_small, config)
+    model = build_compiled(config, train)
+    estimate_moments(model, make_dataset(train.images[:32], train.labels[:32], 32, shuffle=False), batches=1)
+    momentums = [np.asarray(m) for m in model.optimizer._momentums]
+    velocities = [np.asarray(v) for v in model.optimizer._velocities]
+    assert len(momentums) == len(model.trainable_variables) and all(np.abs(m).max() > 0 for m in momentums)
+    for m, v in zip(momentums, velocities):
+        np.testing.assert_allclose(v, np.square(m), rtol=1e-4, atol=1e-12)
 
 
 def test_pack_stores_float16_kernels_and_remeasures(demo_small, runs_dir):
