@@ -442,6 +442,8 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     pd.testing.assert_frame_equal(resumed.iloc[:2], unbroken.iloc[:2])
     np.testing.assert_allclose(resumed["learning_rate"], unbroken["learning_rate"], rtol=1e-5)
     assert not (moved.root / carried.name / CARRIED_WEIGHTS).exists()  # a finished run drops it
+    empty = _cli("carry", str(tmp_path / "nope"), str(tmp_path / "repo"))
+    assert empty.returncode == 2 and empty.stderr.strip() == f"error: {tmp_path / 'nope'}: no finished epoch to carry"
 
 
 def test_estimated_moments_are_the_mean_gradient_and_squared_gradient(demo_small):
