@@ -10,6 +10,8 @@ the run stopped. This trains the same batches for ``--steps`` steps from
 
 and prints validation loss and accuracy before and after, and how far each
 variant's weights moved (RMS of the change, as a ratio to ``last.keras``'s).
+It can run beside the training; the first and last rows' "before" columns are
+then equal only if no epoch ended between the carry and loading ``last.keras``.
 
     python bench/carry_resume.py --data ../shared/fer2013/fer2013.csv.gz ~/fer-runs/store/RUN
 """
@@ -27,15 +29,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.data import load_dataset  # noqa: E402
-from core.packing import read_packed  # noqa: E402
 from core.runs import Run  # noqa: E402
 from core.training import (  # noqa: E402
     CARRIED_WEIGHTS,
     build_compiled,
     carry,
-    estimate_moments,
     make_dataset,
     read_history,
+    resume_carried,
     steps_per_epoch,
     training_split,
 )
@@ -51,20 +52,16 @@ def main() -> None:
     config = Run(args.workdir).train_config()
     data = load_dataset(args.data)
     train, val = training_split(data, config)
-    done = len(read_history(args.workdir))
     order = np.random.default_rng(0).permutation(len(train))  # one fixed order: the same batches for every variant
     batches = make_dataset(train.images[order], train.labels[order], config.batch_size, shuffle=False)
     estimation = make_dataset(train.images, train.labels, config.batch_size, shuffle=True, seed=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = read_packed(carry(args.workdir, Path(tmp)) / CARRIED_WEIGHTS)[2]
+    tmp = tempfile.TemporaryDirectory()
+    carried_dir = carry(args.workdir, Path(tmp.name))
+    carried_weights, done = carried_dir / CARRIED_WEIGHTS, len(read_history(carried_dir))
 
-    def carried(moments: bool) -> keras.Model:
+    def carried(estimate: bool) -> keras.Model:
         model = build_compiled(config, train)
-        model.set_weights(weights)
-        if moments:
-            estimate_moments(model, estimation, batches=50)
-        model.optimizer.build(model.trainable_variables)
-        model.optimizer.iterations.assign(done * steps_per_epoch(config, train))
+        resume_carried(model, carried_weights, estimation, done * steps_per_epoch(config, train), estimate)
         return model
 
     variants = {
@@ -81,7 +78,7 @@ def main() -> None:
         before = model.evaluate(val.images, keras.utils.to_categorical(val.labels, 7), batch_size=512, verbose=0)
         start = [w.copy() for w in model.get_weights()]
         keras.utils.set_random_seed(0)  # same augmentation draws for every variant
-        model.fit(batches.take(args.steps), epochs=1, verbose=0)
+        model.fit(batches.take(args.steps), epochs=1, shuffle=False, verbose=0)
         after = model.evaluate(val.images, keras.utils.to_categorical(val.labels, 7), batch_size=512, verbose=0)
         kernels = [(a - b) for a, b in zip(model.get_weights(), start) if a.ndim >= 2]
         moved[name] = float(np.sqrt(np.mean(np.concatenate([k.ravel() ** 2 for k in kernels]))))

@@ -230,6 +230,18 @@ def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int)
         v.assign((q / n).astype(np.float32))
 
 
+def resume_carried(model: keras.Model, path: Path, dataset: tf.data.Dataset, step: int, estimate: bool = True) -> None:
+    """A freshly compiled model takes the weights ``carry`` stored at ``path`` and
+    its optimiser goes to ``step``, so the schedule goes on where the run stopped;
+    its moments come from ``estimate_moments`` (``estimate=False``: zeros, which
+    ``bench/carry_resume.py`` measures against)."""
+    model.set_weights(read_packed(path)[2])
+    if estimate:
+        estimate_moments(model, dataset, batches=50)
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(step)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -389,13 +401,13 @@ def fit(
     history = read_history(workdir)
     done = len(history)
     strategy = strategy or tf.distribute.get_strategy()
-    carried = done and not (workdir / "last.keras").exists() and (workdir / CARRIED_WEIGHTS).exists()
+    resumed = done and (workdir / "last.keras").exists()
+    carried = done and not resumed and (workdir / CARRIED_WEIGHTS).exists()
     with strategy.scope():
-        if done and (workdir / "last.keras").exists():
+        if resumed:
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
         elif carried:
-            model = build_compiled(config, train)
-            model.set_weights(read_packed(workdir / CARRIED_WEIGHTS)[2])
+            model = build_compiled(config, train)  # weights below, once the batches for its moments exist
         else:
             history, done = history.iloc[:0], 0
             model = build_compiled(config, train)
@@ -411,8 +423,7 @@ def fit(
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     if carried:
         with strategy.scope():
-            estimate_moments(model, train_ds, batches=50)
-            model.optimizer.iterations.assign(done * steps_per_epoch(config, train))
+            resume_carried(model, workdir / CARRIED_WEIGHTS, train_ds, done * steps_per_epoch(config, train))
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, config.epochs, steps_per_epoch(config, train)))
