@@ -389,7 +389,7 @@ def fit(
     ``teacher``: the model ``config.teacher`` names; its flip-TTA probabilities on
     the training faces are mixed into the targets (``distill_targets``).
     A folder made by ``carry`` (weights, no ``last.keras``) resumes with a new
-    optimiser at the step where the run stopped (``estimate_moments``).
+    optimiser at the step where the run stopped (``resume_carried``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
