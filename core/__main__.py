@@ -53,7 +53,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-normalize", action="store_true", help="feed raw 0..255 grey levels")
     parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
     parser.add_argument("--init-from", metavar="RUN_ID",
-                        help="start from the weights of this finished run of the same model (fine-tuning)")
+                        help="start from the weights of this finished run of the same model (fine-tuning), "
+                             "or of an unfinished run's checkpoint: RUN_ID@EPOCH")
     parser.add_argument("--teacher", metavar="RUN_ID",
                         help="distil this finished run (an ensemble, usually): its probabilities join the targets")
     parser.add_argument("--distill-weight", type=float, default=0.5,

@@ -238,7 +238,7 @@ class RunStore:
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
-        init = self.require(config.init_from, " to start from").model() if config.init_from is not None else None
+        init = self.start_weights(config.init_from) if config.init_from is not None else None
         teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
@@ -249,6 +249,31 @@ class RunStore:
         save_atomic(result.model, path / "model.keras")
         self._finish(path, data, config, result)
         return Run(path)
+
+    def start_weights(self, ref: str) -> keras.Model:
+        """The model ``init_from`` names: a finished run's id, or ``RUN@EPOCH``, the
+        checkpoint of an unfinished run of this store at that epoch.
+
+        Why the epoch: an unfinished run's checkpoint moves on as it trains, while
+        the run that starts from it keeps one id; the epoch pins which weights that
+        id stands for, and a checkpoint at another epoch is refused, not used.
+        It lets a long run's weights be annealed (a short, low-rate schedule) on a
+        machine too slow to finish the run itself.
+        """
+        if "@" not in ref:
+            return self.require(ref, " to start from").model()
+        run_id, _, epoch = ref.partition("@")
+        path = self.root / run_id
+        if not epoch.isdigit() or not (path / "config.json").exists():
+            raise ValueError(f"'{ref}': name an unfinished run of {self.root} and one of its epochs (RUN@EPOCH)")
+        done = len(read_history(path))
+        if done != int(epoch):
+            raise ValueError(f"'{ref}': the checkpoint of {run_id} is at epoch {done}, not {epoch}")
+        if (path / "last.keras").exists():
+            return keras.models.load_model(path / "last.keras", safe_mode=True)
+        if (path / CARRIED_WEIGHTS).exists():
+            return packing.load_packed(path / CARRIED_WEIGHTS, Run(path).train_config().model)
+        raise ValueError(f"'{ref}': {path} holds no checkpoint (last.keras or {CARRIED_WEIGHTS})")
 
     def _teacher(self, config: TrainConfig, data: FaceDataset) -> Run:
         """The finished run ``config.teacher`` names, if it lines up with the student (``split_problem``)."""
