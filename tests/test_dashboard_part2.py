@@ -239,6 +239,17 @@ def test_run_titles_tell_dnns_of_different_sizes_apart(dashboard_runs):
     assert run_title(dashboard_runs.cnn).startswith("tiny · norm+aug · 1 ep [")
 
 
+def test_a_run_annealed_from_an_unfinished_runs_epoch_counts_its_epochs(tmp_path):
+    from dashboard.pickers import run_title
+
+    path = tmp_path / "ferlab-wide-0123456789"
+    path.mkdir()
+    config = {"model": {"arch": "ferlab-wide", "normalize": True, "augment": {}}, "epochs": 4,
+              "init_from": "ferlab-wide-f490fe10c1@70", "kind": "single", "label": "ferlab-wide"}
+    (path / "config.json").write_text(json.dumps(config))
+    assert run_title(core.runs.Run(path)) == "ferlab-wide · norm · 70+4 ep [012345]"
+
+
 def test_explain_starts_with_the_best_cnn_dnn_and_ensemble(dashboard_runs):
     """Explain costs seconds a model, so it starts with one model of each kind, the best by validation."""
     from core.runs import RunStore
