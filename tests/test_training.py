@@ -322,31 +322,22 @@ def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
 def test_training_can_start_from_an_unfinished_runs_checkpoint_at_a_named_epoch(demo_small, tmp_path):
     """``RUN@EPOCH``: an unfinished run's last.keras, or its carried float16 weights;
     a checkpoint at another epoch is refused (the new run's id would lie)."""
-    long = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
     store = RunStore(tmp_path / "runs", shipped=[])
-    workdir = store.root / store.run_id(long.to_dict(), demo_small.fingerprint())
-    workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(json.dumps({**long.to_dict(), "kind": "single", "label": "tiny"}))
-
-    def kill_after_epoch_1(tick):
-        if tick.epoch == 0 and "val_accuracy" in tick.logs:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        fit(long, demo_small, workdir, progress=kill_after_epoch_1)
-    conv = last_conv_layer(keras.models.load_model(workdir / "last.keras", safe_mode=True))
-    checkpoint = keras.models.load_model(workdir / "last.keras", safe_mode=True).get_layer(conv).get_weights()[0]
-    frozen = replace(TINY, epochs=1, learning_rate=0.0, init_from=f"{workdir.name}@1")
+    workdir = _stopped_after_epoch_2(TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32), store, demo_small)
+    last = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+    conv = last_conv_layer(last)
+    checkpoint = last.get_layer(conv).get_weights()[0]
+    frozen = replace(TINY, epochs=1, learning_rate=0.0, init_from=f"{workdir.name}@2")
     started = store.train(frozen, demo_small)
-    assert started.config["init_from"] == f"{workdir.name}@1"
+    assert started.config["init_from"] == f"{workdir.name}@2"
     np.testing.assert_array_equal(started.model().get_layer(conv).get_weights()[0], checkpoint)
 
     moved = RunStore(tmp_path / "other", shipped=[])
     carry(workdir, moved.root)
     from_carried = moved.train(frozen, demo_small).model().get_layer(conv).get_weights()[0]
     np.testing.assert_allclose(from_carried, checkpoint, rtol=1e-3, atol=1e-6)  # float16 kernels
-    for ref, message in [(f"{workdir.name}@2", "is at epoch 1, not 2"), (f"{workdir.name}@x", "RUN@EPOCH"),
-                         ("tiny-0000000000@1", "RUN@EPOCH")]:
+    for ref, message in [(f"{workdir.name}@3", "is at epoch 2, not 3"), (f"{workdir.name}@x", "RUN@EPOCH"),
+                         ("tiny-0000000000@2", "RUN@EPOCH")]:
         with pytest.raises(ValueError, match=message):
             store.train(replace(frozen, init_from=ref), demo_small)
 
