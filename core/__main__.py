@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (or return the stored run for the same config and data)")
     _common(p)
     _train_options(p)
+    p.add_argument("--compute", choices=("float32", "bf16"),
+                   help="compute this call's epochs in this precision, whatever --bf16 says; --bf16 stays part of "
+                        "the run (its id): to go on with a --bf16 run on a CPU without native bfloat16, add "
+                        "--compute float32. history.csv's 'compute' column records each epoch's")
 
     p = sub.add_parser("ensemble", help="bagging: N models on bootstrap resamples (or, --no-resample, on all faces), combined three ways")
     _common(p)
@@ -171,16 +175,21 @@ def _validate(config) -> None:
         raise ValueError("--distill-weight must be between 0 and 1")
 
 
-def _warn_if_bf16_is_emulated(config) -> None:
+def _compute_policy(args: argparse.Namespace) -> str | None:
+    """The Keras dtype policy ``--compute`` asks for; None: the run's own (--bf16)."""
+    return {"float32": "float32", "bf16": "mixed_bfloat16", None: None}[getattr(args, "compute", None)]
+
+
+def _warn_if_bf16_is_emulated(config, policy: str | None) -> None:
     """--bf16 keeps its meaning (it is part of the run id), but a user about to
     train for hours should know when it will be the slower choice."""
-    from core.training import native_bfloat16
+    from core.training import POLICIES, native_bfloat16
 
-    if config.mixed_precision and native_bfloat16() is False:
+    if (policy or POLICIES[config.mixed_precision]) == "mixed_bfloat16" and native_bfloat16() is False:
         sys.stderr.write(
-            "warning: --bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): "
-            "TensorFlow emulates it, and training runs several times slower than without --bf16 "
-            "(compare: python bench/train_throughput.py)\n"
+            "warning: bfloat16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): "
+            "TensorFlow emulates it, and training runs several times slower than in float32 "
+            "(compare: python bench/train_throughput.py; a --bf16 run can go on in float32 with --compute float32)\n"
         )
 
 
@@ -221,11 +230,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command in ("train", "ensemble"):
         config = config_from_args(args)
         _validate(config)
-        _warn_if_bf16_is_emulated(config)
+        policy = _compute_policy(args)
+        _warn_if_bf16_is_emulated(config, policy)
         strategy = _strategy(args.strategy)
         data = load_dataset(args.data)
         if args.command == "train":
-            result = store.train(config, data, progress=ProgressBar(), strategy=strategy)
+            result = store.train(config, data, progress=ProgressBar(), strategy=strategy, policy=policy)
         elif args.member is not None:
             result = store.train_member(config, args.members, args.member, data, progress=ProgressBar())
         else:

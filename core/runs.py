@@ -232,8 +232,11 @@ class RunStore:
         data: FaceDataset,
         progress: ProgressFn | None = None,
         strategy=None,
+        policy: str | None = None,
     ) -> Run:
-        """The finished run for (config, data): the stored one, or trained (resumed) now."""
+        """The finished run for (config, data): the stored one, or trained (resumed) now.
+
+        ``policy``: compute in this Keras dtype policy rather than the config's (``fit``)."""
         cfg = config.to_dict()
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
@@ -245,7 +248,8 @@ class RunStore:
         member = "bag" if config.resample else "member"
         label = f"{config.model.arch}" + (f" {member}{config.bootstrap}" if config.bootstrap is not None else "")
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
-        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init, teacher=teacher)
+        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init, teacher=teacher,
+                     policy=policy)
         save_atomic(result.model, path / "model.keras")
         self._finish(path, data, config, result)
         return Run(path)

@@ -30,7 +30,8 @@ from core.models import N_CLASSES, ModelSpec, build_model, inference_model
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "compute"]
+POLICIES = {False: "float32", True: "mixed_bfloat16"}  # TrainConfig.mixed_precision -> Keras dtype policy
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ def steps_per_epoch(config: TrainConfig, train: FaceDataset) -> int:
     return int(np.ceil(len(train) / config.batch_size))
 
 
-def build_compiled(config: TrainConfig, train: FaceDataset) -> keras.Model:
-    policy = "mixed_bfloat16" if config.mixed_precision else "float32"
+def build_compiled(config: TrainConfig, train: FaceDataset, policy: str | None = None) -> keras.Model:
+    """``policy``: the Keras dtype policy to compute in; None: the one ``config`` names."""
+    policy = policy or POLICIES[config.mixed_precision]
     mean, std = float(train.images.mean()), float(train.images.std()) or 1.0
     model = build_model(config.model, mean=mean, std=std, policy=policy)
     model.compile(
@@ -196,6 +198,30 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     if [w.shape for w in ours] != [w.shape for w in theirs]:
         raise ValueError(f"cannot start '{target.name}' from the weights of '{source.name}': the layers differ")
     target.set_weights(theirs)
+
+
+def compute_policy(model: keras.Model) -> str:
+    """The dtype policy a model's hidden layers compute in (its normaliser and logits are always float32)."""
+    hidden = [layer for layer in model.layers if layer.trainable_weights and layer.name not in ("normalize", "logits")]
+    return hidden[0].dtype_policy.name
+
+
+def with_policy(model: keras.Model, config: TrainConfig, train: FaceDataset, policy: str) -> keras.Model:
+    """``model`` (compiled, its optimiser built) rebuilt to compute in ``policy``,
+    with its weights and its optimiser's state (step count, moments).
+
+    Why: the weights are float32 under either policy, so a run can go on in another
+    precision exactly where it stopped, e.g. a bfloat16 run on a CPU that would
+    only emulate bfloat16."""
+    rebuilt = build_compiled(config, train, policy)
+    copy_weights(model, rebuilt)
+    rebuilt.optimizer.build(rebuilt.trainable_variables)
+    ours, theirs = rebuilt.optimizer.variables, model.optimizer.variables
+    if [v.shape for v in ours] != [v.shape for v in theirs]:
+        raise ValueError(f"cannot move the optimiser state of '{model.name}' to {policy}: its variables differ")
+    for mine, saved in zip(ours, theirs):
+        mine.assign(saved)
+    return rebuilt
 
 
 def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int) -> None:
@@ -313,9 +339,9 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     Early stopping is decided from the saved history, so it survives a resume.
     """
 
-    def __init__(self, workdir: Path, history: pd.DataFrame, patience: int):
+    def __init__(self, workdir: Path, history: pd.DataFrame, patience: int, policy: str):
         super().__init__()
-        self.workdir, self.history, self.patience = workdir, history, patience
+        self.workdir, self.history, self.patience, self.policy = workdir, history, patience, policy
         self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -328,6 +354,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             **{k: float(logs.get(k, np.nan)) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
             "learning_rate": current_learning_rate(self.model.optimizer),
             "seconds": time.perf_counter() - self._start,
+            "compute": self.policy,
         }
         self.history = pd.concat([self.history, pd.DataFrame([row])], ignore_index=True)
         best = self.history["val_accuracy"].max()
@@ -379,6 +406,7 @@ def fit(
     strategy: tf.distribute.Strategy | None = None,
     init: keras.Model | None = None,
     teacher: keras.Model | None = None,
+    policy: str | None = None,
 ) -> FitResult:
     """Train (or resume training) ``config`` on ``data`` with checkpoints in ``workdir``.
 
@@ -390,6 +418,9 @@ def fit(
     the training faces are mixed into the targets (``distill_targets``).
     A folder made by ``carry`` (weights, no ``last.keras``) resumes with a new
     optimiser at the step where the run stopped (``resume_carried``).
+    ``policy``: compute this call's epochs in this dtype policy instead of the one
+    ``config.mixed_precision`` names (``with_policy``); the run stays the same run,
+    and history.csv's ``compute`` column says which epochs ran in which.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -401,16 +432,19 @@ def fit(
     history = read_history(workdir)
     done = len(history)
     strategy = strategy or tf.distribute.get_strategy()
+    policy = policy or POLICIES[config.mixed_precision]
     resumed = done and (workdir / "last.keras").exists()
     carried = done and not resumed and (workdir / CARRIED_WEIGHTS).exists()
     with strategy.scope():
         if resumed:
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+            if compute_policy(model) != policy:
+                model = with_policy(model, config, train, policy)
         elif carried:
-            model = build_compiled(config, train)  # weights below, once the batches for its moments exist
+            model = build_compiled(config, train, policy)  # weights below, once the batches for its moments exist
         else:
             history, done = history.iloc[:0], 0
-            model = build_compiled(config, train)
+            model = build_compiled(config, train, policy)
             if init is not None:
                 copy_weights(init, model)
     targets = train.labels
@@ -424,7 +458,7 @@ def fit(
     if carried:
         with strategy.scope():
             resume_carried(model, workdir / CARRIED_WEIGHTS, train_ds, done * steps_per_epoch(config, train))
-    callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping)]
+    callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping, policy)]
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, config.epochs, steps_per_epoch(config, train)))
     stopped_early = done and config.early_stopping and _patience_exhausted(history, config.early_stopping)

@@ -24,11 +24,13 @@ from core.training import (
     TrainConfig,
     build_compiled,
     carry,
+    compute_policy,
     distill_targets,
     estimate_moments,
     fit,
     make_dataset,
     training_split,
+    with_policy,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -406,6 +408,35 @@ def _stopped_after_epoch_2(config: TrainConfig, store: RunStore, data) -> Path:
     return workdir
 
 
+def test_a_bf16_run_goes_on_in_float32_as_the_same_run_with_its_optimiser_state(demo_small, tmp_path):
+    """``--compute float32``: a --bf16 run resumed on a CPU that would emulate bfloat16."""
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32, optimizer="adamw", schedule="cosine",
+                         mixed_precision=True)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    with pytest.raises(_Killed):
+        fit(config, demo_small, workdir, progress=_kill_after_epoch_2)
+    saved = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+    assert compute_policy(saved) == "mixed_bfloat16"
+    train, _ = training_split(demo_small, config)
+    moved = with_policy(saved, config, train, "float32")
+    assert compute_policy(moved) == "float32" and moved.get_layer("logits").dtype_policy.name == "float32"
+    for ours, theirs in zip(moved.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert int(moved.optimizer.iterations) == int(saved.optimizer.iterations) > 0
+    for ours, theirs in zip(moved.optimizer.variables, saved.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+    run = store.train(config, demo_small, policy="float32")
+    history = run.history()
+    assert run.path == workdir and history["epoch"].tolist() == [1, 2, 3]
+    assert history["compute"].tolist() == ["mixed_bfloat16", "mixed_bfloat16", "float32"]
+    unbroken = RunStore(tmp_path / "unbroken", shipped=[]).train(config, demo_small).history()
+    np.testing.assert_allclose(history["learning_rate"], unbroken["learning_rate"], rtol=1e-6)  # the schedule went on
+
+
 def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
     """The best checkpoint so far becomes a finished run; the training itself can still resume."""
     config = TrainConfig(model=ModelSpec("tiny"), epochs=5, batch_size=32)
@@ -436,6 +467,12 @@ class _Killed(Exception):
     pass
 
 
+def _kill_after_epoch_2(tick) -> None:
+    """A ``progress`` callback that stops a training as a killed process would, once epoch 2 is saved."""
+    if tick.epoch == 1 and "val_accuracy" in tick.logs:
+        raise _Killed
+
+
 def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_small, tmp_path):
     """``carry`` keeps config, history and float16 weights; copied into another store,
     the same training resumes with the learning rate of an unbroken run (README)."""
@@ -445,12 +482,8 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     workdir.mkdir(parents=True)
     (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
 
-    def kill_after_epoch_2(tick):
-        if tick.epoch == 1 and "val_accuracy" in tick.logs:
-            raise _Killed
-
     with pytest.raises(_Killed):
-        fit(config, demo_small, workdir, progress=kill_after_epoch_2)
+        fit(config, demo_small, workdir, progress=_kill_after_epoch_2)
     carried = carry(workdir, tmp_path / "repo")
     assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS])
     last = keras.models.load_model(workdir / "last.keras", safe_mode=True).get_weights()
@@ -590,6 +623,7 @@ def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
 
     proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--bf16", "--runs", str(tmp_path))
     assert proc.returncode != 0 and "missing.csv" in proc.stderr
-    assert ("warning: --bf16 on a CPU without native bfloat16" in proc.stderr) == (native_bfloat16() is False)
-    proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path))
-    assert "warning: --bf16" not in proc.stderr
+    assert ("warning: bfloat16 on a CPU without native bfloat16" in proc.stderr) == (native_bfloat16() is False)
+    for args in ([], ["--bf16", "--compute", "float32"]):
+        proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path), *args)
+        assert proc.returncode != 0 and "warning: bfloat16" not in proc.stderr
