@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("combine", help="an ensemble of finished runs of any architectures (same data and validation split)")
     p.add_argument("run", nargs="+", metavar="RUN", help="finished single runs (python -m core list shows them)")
+    p.add_argument("--select", action="store_true",
+                   help="the RUNs are candidates: keep those that greedy forward selection on validation accuracy "
+                        "picks (start from the best run, add the one that raises the average's accuracy most, "
+                        "stop when none does)")
     _common(p, data=False)
 
     p = sub.add_parser("evaluate", help="accuracy and per-class metrics of a run on a labelled split")
@@ -249,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         print(result.path)
         return 0
     if args.command == "combine":
-        result = store.combine(args.run)
+        result = store.combine(args.run, select=args.select)
         _print_summary(result)
         print(result.path)
         return 0

@@ -27,7 +27,7 @@ import pandas as pd
 
 from core import packing
 from core.data import FaceDataset, canonical_split
-from core.evaluation import ENSEMBLE_RULES, combine, metrics, predict_probs
+from core.evaluation import ENSEMBLE_RULES, combine, forward_select, metrics, predict_probs
 from core.models import count_params, inference_model
 from core.training import (
     CARRIED_WEIGHTS,
@@ -379,7 +379,7 @@ class RunStore:
             raise ValueError(f"--member must be between 0 and {members - 1} (--members {members})")
         return self.train(_bootstrap(config, member), data, progress)
 
-    def combine(self, run_ids: list[str]) -> Run:
+    def combine(self, run_ids: list[str], select: bool = False) -> Run:
         """An ensemble of finished single runs of any architectures, by the same three rules.
 
         Bagging varies the data; this varies the model too (a ferlab and a vgg9
@@ -387,7 +387,26 @@ class RunStore:
         must share the data set and the validation split (``split_problem``), so
         their stored predictions line up face for face; nothing is trained or
         predicted again.
+        ``select``: the runs are candidates; the ensemble holds those that greedy
+        forward selection on validation accuracy keeps (``forward_select``), and its
+        metrics.json lists the candidates under ``selected_from``: its validation
+        figures were the ones chosen on, so its test figures are the honest ones.
         """
+        runs = self._combinable(run_ids)
+        fingerprint = runs[0].metrics["data"]["fingerprint"]
+        keep = None
+        if select:
+            preds = [run.predictions() for run in runs]
+            chosen = forward_select([p["val_probs"] for p in preds], preds[0]["val_y"])
+            if len(chosen) < 2:
+                raise ValueError(f"selection kept only {runs[chosen[0]].id}: no other run raises its validation accuracy")
+            runs, keep = [runs[i] for i in chosen], {"selected_from": [run.id for run in runs]}
+        cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
+               "label": "ensemble of " + _counted(r.config["model"]["arch"] for r in runs)}
+        return self._stored_ensemble(cfg, fingerprint, runs, keep)
+
+    def _combinable(self, run_ids: list[str]) -> list[Run]:
+        """The finished single runs ``run_ids`` names, refused unless their predictions line up."""
         if len(run_ids) < 2:
             raise ValueError("combine needs at least 2 runs")
         runs = [self.require(run_id) for run_id in run_ids]
@@ -400,11 +419,9 @@ class RunStore:
         for run in runs[1:]:
             if (problem := split_problem(run, runs[0].config, fingerprint)) is not None:
                 raise ValueError(f"{problem} (compared with {runs[0].id})")
-        cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
-               "label": "ensemble of " + _counted(r.config["model"]["arch"] for r in runs)}
-        return self._stored_ensemble(cfg, fingerprint, runs)
+        return runs
 
-    def _stored_ensemble(self, cfg: dict, fingerprint: str, runs: list[Run]) -> Run:
+    def _stored_ensemble(self, cfg: dict, fingerprint: str, runs: list[Run], keep: dict | None = None) -> Run:
         """The ensemble folder for ``cfg``: found (shipped or stored), or written now
         from its finished members' stored predictions."""
         run_id = self.run_id(cfg, fingerprint)
@@ -413,7 +430,7 @@ class RunStore:
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / "config.json", json.dumps(cfg, indent=2))
-        _write_ensemble(path, cfg, runs)
+        _write_ensemble(path, cfg, runs, keep)
         return Run(path)
 
     # ------------------------------------------------------------- packing
@@ -583,7 +600,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _write_ensemble_history(path: Path, runs: list[Run]) -> None:
     """The members' mean curve, so the ensemble plots beside single runs."""
-    histories = [r.history() for r in runs]
+    histories = [r.history().drop(columns="compute", errors="ignore") for r in runs]  # numbers only
     n = min(len(h) for h in histories)
     mean = sum(h.iloc[:n].reset_index(drop=True) for h in histories) / len(histories)
     mean["epoch"] = range(1, n + 1)

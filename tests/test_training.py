@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation import combine, metrics
+from core.evaluation import combine, forward_select, metrics
 from core.models import ModelSpec, last_conv_layer
 from core.runs import Run, RunStore, _counted, evaluate
 from core.packing import read_packed
@@ -54,8 +54,9 @@ def test_train_writes_a_complete_run_and_caches_it(demo_small, runs_dir):
     for name in ("config.json", "history.csv", "model.keras", "metrics.json", "predictions.npz"):
         assert (run.path / name).exists(), name
     history = run.history()
-    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
-    assert history["epoch"].tolist() == [1, 2]
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds",
+                                     "compute"]
+    assert history["epoch"].tolist() == [1, 2] and history["compute"].tolist() == ["float32", "float32"]
     m = run.metrics
     assert set(m["val"]["per_class"]) == {"Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"}
     assert np.array(m["val"]["confusion"]).sum() == m["val"]["n"]
@@ -121,6 +122,16 @@ def test_combine_rules_by_hand():
     np.testing.assert_allclose(weighted, b)
     with pytest.raises(ValueError):
         combine([a, b], "weighted")
+
+
+def test_forward_selection_adds_only_members_that_raise_accuracy():
+    y = np.array([0, 0, 0, 1])
+    a = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.6, 0.4]])  # 3 of 4 alone
+    b = np.array([[0.4, 0.6], [0.4, 0.6], [0.4, 0.6], [0.1, 0.9]])  # 1 of 4 alone, but mends a's mistake
+    c = np.array([[0.8, 0.2], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])  # 2 of 4, the same mistakes as a and one more
+    assert forward_select([c, b, a], y) == [2, 1]  # a + b: 4 of 4, and then c cannot raise it
+    assert forward_select([a, c], y) == [0]  # a + c: still 3 of 4
+    assert forward_select([a, a.copy()], y) == [0]  # ties keep the first listed, and a copy adds nothing
 
 
 def test_test_time_augmentation_averages_mirrored_and_shifted_views(demo_small):
@@ -216,6 +227,33 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
 
     store.pack(cnn.id, demo_small)
     assert run_table([both, cnn, dnn])["weights"].tolist() == ["float16+float32", "float16", "float32"]
+
+
+def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small, runs_dir):
+    """Stored validation predictions are set by hand so that the choice is known:
+    b alone is the best, a mends b's one mistake, c adds nothing."""
+    store = RunStore(runs_dir, shipped=[])
+    runs = [store.train(replace(TINY, epochs=epochs), demo_small) for epochs in (1, 2)]  # one validation split
+    runs.append(store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small))
+    y = runs[0].predictions()["val_y"]
+    right, wrong = np.eye(7)[y], np.eye(7)[(y + 1) % 7]
+    first = np.arange(len(y))[:, None] == 0
+    hand = {
+        "a": np.where(first, right, 0.4 * right + 0.6 * wrong),  # right on the first face only
+        "b": np.where(first, 0.3 * right + 0.7 * wrong, 0.9 * right + 0.1 * wrong),  # right on all but the first
+        "c": 0.2 * right + 0.8 * wrong,  # never right, and no help to b on the first face
+    }
+    for run, probs in zip(runs, hand.values()):
+        preds = dict(run.predictions())
+        np.savez(run.path / "predictions.npz", **{**preds, "val_probs": probs})
+    ids = [run.id for run in runs]
+    picked = store.combine(ids, select=True)
+    assert picked.config["members"] == [ids[1], ids[0]] and picked.metrics["selected_from"] == ids
+    assert picked.metrics["val"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match=f"selection kept only {ids[1]}"):
+        store.combine([ids[1], ids[2]], select=True)
+    cli = _cli("combine", "--select", "--runs", str(runs_dir), *ids)
+    assert cli.returncode == 0 and cli.stdout.strip().endswith(picked.id), cli.stderr[-2000:]
 
 
 def test_a_combined_ensembles_label_counts_repeated_architectures():
