@@ -186,11 +186,11 @@ def best_of_each_kind(runs: list[Run]) -> list[Run]:
     return [best[k] for k in ("cnn", "dnn", "ensemble") if k in best]
 
 
-def runs_picker(runs: list[Run], key: str, default_count: int = 5, prefer: Callable[[Run], bool] = on_real_faces,
+def runs_picker(runs: list[Run], key: str, default_count: int = 6, prefer: Callable[[Run], bool] = on_real_faces,
                 one_per_kind: bool = False) -> list[Run]:
     """Several runs (for comparisons); starts with the runs the user chose on any page, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
-    FER2013 models: the best CNN, both DNNs and both ensembles, hence 5), or with ``one_per_kind``
+    FER2013 models: the best CNN, both DNNs and the three ensembles, hence 6), or with ``one_per_kind``
     the best CNN, DNN and ensemble of those: for views where each model costs seconds (Explain)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
