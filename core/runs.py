@@ -1,7 +1,8 @@
 """The run store: one folder per training, named by what decides its result.
 
 ``<root>/<run-id>/`` holds ``config.json``, ``history.csv``, ``model.keras``,
-``predictions.npz`` and, written last, ``metrics.json``. A run counts as
+``predictions.npz`` and, written last, ``metrics.json`` (and ``start_history.csv``
+when it started from another run's weights). A run counts as
 finished only once ``metrics.json`` exists, so a killed training is never
 listed as done; asking for it again resumes it. The run id hashes the config
 with the data's fingerprint: the same request returns the stored run at once.
@@ -45,6 +46,7 @@ from core.training import (
 
 ENV_ROOT = "FERLAB_RUNS"
 REPORT_SPLIT = "PublicTest"  # the held-out split whose accuracy every run reports
+START_CURVE = "start_history.csv"  # the epochs of the run a training started from (``init_from``): ``Run.curve``
 
 
 def default_root() -> Path:
@@ -80,6 +82,29 @@ class Run:
 
     def history(self) -> pd.DataFrame:
         return read_history(self.path)
+
+    @cached_property
+    def start_epochs(self) -> int:
+        """Epochs of the run this one started from (``init_from``), the start of its
+        ``curve``; 0 for a run trained from scratch. An ensemble's: its first member's."""
+        if self.is_ensemble:
+            return Run(self.member_paths()[0]).start_epochs
+        path = self.path / START_CURVE
+        return len(pd.read_csv(path)) if path.exists() else 0
+
+    def curve(self) -> pd.DataFrame:
+        """The history to plot: the epochs of the run this one started from
+        (``init_from``) first, then its own, numbered on from there.
+
+        Why: a run that anneals a long run's checkpoint for 4 epochs would
+        otherwise plot as 4 points, hiding the 70 epochs that made its weights.
+        ``history()`` stays the run's own epochs (its metrics count those).
+        """
+        own = self.history()
+        if not (self.path / START_CURVE).exists():
+            return own
+        start = pd.read_csv(self.path / START_CURVE)
+        return pd.concat([start, own.assign(epoch=own["epoch"] + len(start))], ignore_index=True)
 
     def predictions(self) -> dict[str, np.ndarray]:
         with np.load(self.path / "predictions.npz", allow_pickle=False) as npz:
@@ -245,6 +270,8 @@ class RunStore:
         teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
+        if config.init_from is not None:
+            write_text_atomic(path / START_CURVE, self.start_curve(config.init_from).to_csv(index=False))
         member = "bag" if config.resample else "member"
         label = f"{config.model.arch}" + (f" {member}{config.bootstrap}" if config.bootstrap is not None else "")
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
@@ -278,6 +305,13 @@ class RunStore:
         if (path / CARRIED_WEIGHTS).exists():
             return packing.load_packed(path / CARRIED_WEIGHTS, Run(path).train_config().model)
         raise ValueError(f"'{ref}': {path} holds no checkpoint (last.keras or {CARRIED_WEIGHTS})")
+
+    def start_curve(self, ref: str) -> pd.DataFrame:
+        """The curve of the run ``init_from`` names; for ``RUN@EPOCH`` its history is at
+        that epoch, ``start_weights`` made sure of it."""
+        if "@" not in ref:
+            return self.require(ref, " to start from").curve()
+        return Run(self.root / ref.partition("@")[0]).curve()
 
     def _teacher(self, config: TrainConfig, data: FaceDataset) -> Run:
         """The finished run ``config.teacher`` names, if it lines up with the student (``split_problem``)."""
@@ -600,7 +634,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _write_ensemble_history(path: Path, runs: list[Run]) -> None:
     """The members' mean curve, so the ensemble plots beside single runs."""
-    histories = [r.history().drop(columns="compute", errors="ignore") for r in runs]  # numbers only
+    histories = [r.curve().drop(columns="compute", errors="ignore") for r in runs]  # numbers only
     n = min(len(h) for h in histories)
     mean = sum(h.iloc[:n].reset_index(drop=True) for h in histories) / len(histories)
     mean["epoch"] = range(1, n + 1)

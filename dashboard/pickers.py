@@ -120,12 +120,12 @@ def setting_name(model: dict) -> str:
 def run_title(run: Run) -> str:
     """'tiny · norm+aug · 8 ep [3f2a1c]': runs of one architecture differ in the middle. A DNN names the
     CNN whose parameter count it matches ('dnn ~ ferlab-wide'): DNNs of several sizes look alike otherwise.
-    A run started from an unfinished run's epoch (``--init-from RUN@70``) counts those epochs too
+    A run started from another run's weights (``--init-from``) counts that run's epochs too
     ('70+4 ep'): its own 4 would sell it short."""
     config = run.base_config
     epochs = config.get("epochs", "?")
-    if "@" in (config.get("init_from") or ""):
-        epochs = f"{config['init_from'].rpartition('@')[2]}+{epochs}"
+    if run.start_epochs:
+        epochs = f"{run.start_epochs}+{epochs}"
     name = run.label
     if kind(run) == "dnn" and config["model"].get("dnn_match"):
         name += f" ~ {config['model']['dnn_match']}"

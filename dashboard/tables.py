@@ -30,7 +30,7 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
                 "kind": f"ensemble x{len(m['members'])}" if run.is_ensemble else "single",
                 "arch": run.arch,
                 "setting": SETTINGS[setting_name(config["model"])],
-                "epochs": m.get("epochs_run", config["epochs"]),
+                "epochs": m.get("epochs_run", config["epochs"]) + run.start_epochs,  # with the run it started from
                 "trainable params": m["params"]["trainable"],
                 "non-trainable params": m["params"]["non_trainable"],
                 "weights": run.weights,  # float16 or int8: packed, accuracies measured with the packed weights

@@ -15,6 +15,7 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from apptest_pages import open_page
@@ -239,7 +240,7 @@ def test_run_titles_tell_dnns_of_different_sizes_apart(dashboard_runs):
     assert run_title(dashboard_runs.cnn).startswith("tiny · norm+aug · 1 ep [")
 
 
-def test_a_run_annealed_from_an_unfinished_runs_epoch_counts_its_epochs(tmp_path):
+def test_a_run_started_from_another_runs_weights_counts_its_epochs(tmp_path):
     from dashboard.pickers import run_title
 
     path = tmp_path / "ferlab-wide-0123456789"
@@ -247,6 +248,8 @@ def test_a_run_annealed_from_an_unfinished_runs_epoch_counts_its_epochs(tmp_path
     config = {"model": {"arch": "ferlab-wide", "normalize": True, "augment": {}}, "epochs": 4,
               "init_from": "ferlab-wide-f490fe10c1@70", "kind": "single", "label": "ferlab-wide"}
     (path / "config.json").write_text(json.dumps(config))
+    assert run_title(core.runs.Run(path)) == "ferlab-wide · norm · 4 ep [012345]"  # the start's curve is not here
+    pd.DataFrame({"epoch": range(1, 71), "val_accuracy": 0.5}).to_csv(path / core.runs.START_CURVE, index=False)
     assert run_title(core.runs.Run(path)) == "ferlab-wide · norm · 70+4 ep [012345]"
 
 

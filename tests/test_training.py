@@ -29,6 +29,7 @@ from core.training import (
     estimate_moments,
     fit,
     make_dataset,
+    read_history,
     training_split,
     with_policy,
 )
@@ -353,6 +354,14 @@ def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
     frozen = replace(TINY, epochs=1, learning_rate=0.0, init_from=start.id)
     tuned = store.train(frozen, demo_small)
     assert tuned.id != start.id and tuned.config["init_from"] == start.id
+    # its curve: the start's 2 epochs, then its own as epoch 3; its history and metrics: its own epoch only
+    curve = tuned.curve()
+    assert curve["epoch"].tolist() == [1, 2, 3] and len(tuned.history()) == 1 and tuned.metrics["epochs_run"] == 1
+    pd.testing.assert_frame_equal(curve.iloc[:2], start.history())
+    assert curve["val_accuracy"].iloc[2] == tuned.history()["val_accuracy"].iloc[0]
+    assert len(store.combine([start.id, tuned.id]).history()) == 2  # the members' mean over the epochs both have
+    from dashboard.tables import run_table
+    assert run_table([tuned])["epochs"].tolist() == [3] and " · 2+1 ep [" in run_table([tuned])["run"].iloc[0]
     conv = last_conv_layer(start.model())
     np.testing.assert_array_equal(tuned.model().get_layer(conv).get_weights()[0], start.model().get_layer(conv).get_weights()[0])
     with pytest.raises(ValueError, match="the layers differ"):
@@ -370,6 +379,7 @@ def test_training_can_start_from_an_unfinished_runs_checkpoint_at_a_named_epoch(
     frozen = replace(TINY, epochs=1, learning_rate=0.0, init_from=f"{workdir.name}@2")
     started = store.train(frozen, demo_small)
     assert started.config["init_from"] == f"{workdir.name}@2"
+    pd.testing.assert_frame_equal(started.curve().iloc[:2], read_history(workdir))  # the checkpoint's 2 epochs
     np.testing.assert_array_equal(started.model().get_layer(conv).get_weights()[0], checkpoint)
 
     moved = RunStore(tmp_path / "other", shipped=[])
