@@ -137,7 +137,7 @@ def predictions(run_path: str) -> dict[str, np.ndarray]:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def history(run_path: str) -> pd.DataFrame:
+def curve(run_path: str) -> pd.DataFrame:
     """A finished run's per-epoch curve, from the run it started from on (``Run.curve``;
     finished runs never change, so caching is safe)."""
     return Run(Path(run_path)).curve()

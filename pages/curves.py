@@ -23,7 +23,7 @@ if not runs:
 
 chosen = pickers.runs_picker(runs, key="curves_runs")
 if chosen:
-    histories = {pickers.run_title(run): state.history(str(run.path)) for run in chosen}
+    histories = {pickers.run_title(run): state.curve(str(run.path)) for run in chosen}
     st.subheader("Loss and accuracy per epoch")
     st.plotly_chart(training_curves(histories), key="curves_training")
     st.subheader("Time per epoch")

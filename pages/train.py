@@ -89,7 +89,7 @@ if status.state == "finished":
     cols[0].metric("Validation accuracy", f"{m['val']['accuracy']:.1%}")
     cols[1].metric("Test accuracy", f"{m['test']['accuracy']:.1%}" if "test" in m else "—")
     cols[2].metric("Training time", f"{m['train_seconds']:.0f} s")
-    st.plotly_chart(training_curves({pickers.run_title(run): state.history(str(run.path))}), key="train_cached_curves")
+    st.plotly_chart(training_curves({pickers.run_title(run): state.curve(str(run.path))}), key="train_cached_curves")
     curves_col, confusion_col = st.columns(2)
     for col, page in ((curves_col, "curves.py"), (confusion_col, "confusion.py")):
         if col.button(f"Open in {page.removesuffix('.py').title()}", key=f"train_open_{page}"):
