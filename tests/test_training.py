@@ -461,11 +461,7 @@ def test_a_bf16_run_goes_on_in_float32_as_the_same_run_with_its_optimiser_state(
     config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32, optimizer="adamw", schedule="cosine",
                          mixed_precision=True)
     store = RunStore(tmp_path / "runs", shipped=[])
-    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
-    workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
-    with pytest.raises(_Killed):
-        fit(config, demo_small, workdir, progress=_kill_after_epoch_2)
+    workdir = _killed_after_epoch_2(config, store, demo_small)
     saved = keras.models.load_model(workdir / "last.keras", safe_mode=True)
     assert compute_policy(saved) == "mixed_bfloat16"
     train, _ = training_split(demo_small, config)
@@ -515,6 +511,17 @@ class _Killed(Exception):
     pass
 
 
+def _killed_after_epoch_2(config: TrainConfig, store: RunStore, data) -> Path:
+    """The folder of ``config``'s run in ``store`` as a process killed once its second epoch is saved leaves it
+    (unlike ``_stopped_after_epoch_2``, ``fit`` runs the full schedule, so the optimiser state is the real one)."""
+    workdir = store.root / store.run_id(config.to_dict(), data.fingerprint())
+    workdir.mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
+    with pytest.raises(_Killed):
+        fit(config, data, workdir, progress=_kill_after_epoch_2)
+    return workdir
+
+
 def _kill_after_epoch_2(tick) -> None:
     """A ``progress`` callback that stops a training as a killed process would, once epoch 2 is saved."""
     if tick.epoch == 1 and "val_accuracy" in tick.logs:
@@ -526,12 +533,7 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     the same training resumes with the learning rate of an unbroken run (README)."""
     config = TrainConfig(model=ModelSpec("tiny"), epochs=4, batch_size=32, optimizer="adamw", schedule="cosine", warmup_epochs=1)
     store = RunStore(tmp_path / "runs", shipped=[])
-    workdir = store.root / store.run_id(config.to_dict(), demo_small.fingerprint())
-    workdir.mkdir(parents=True)
-    (workdir / "config.json").write_text(json.dumps({**config.to_dict(), "kind": "single", "label": "tiny"}))
-
-    with pytest.raises(_Killed):
-        fit(config, demo_small, workdir, progress=_kill_after_epoch_2)
+    workdir = _killed_after_epoch_2(config, store, demo_small)
     carried = carry(workdir, tmp_path / "repo")
     assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS])
     last = keras.models.load_model(workdir / "last.keras", safe_mode=True).get_weights()
