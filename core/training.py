@@ -110,6 +110,16 @@ def training_split(data: FaceDataset, config: TrainConfig) -> tuple[FaceDataset,
     return pool.subset(train_idx), pool.subset(val_idx)
 
 
+def stream_seed(seed: int, epochs_done: int) -> int:
+    """Seed of a training's random streams (batch order, augmentation draws) from
+    epoch ``epochs_done + 1`` on. A resumed run re-seeds, and with the run's own
+    seed its first epoch would replay epoch 1's batch order (and, in a carried
+    run, whose layers are built anew, epoch 1's augmentation draws): a long run
+    resumed in every session would see those batches again each time. A fresh
+    run (0 done) keeps the run's seed, so its results stay reproducible."""
+    return seed + epochs_done
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
     """uint8 faces in memory -> batches of ((B, 48, 48, 1) float32, (B, 7) targets).
 
@@ -424,17 +434,19 @@ def fit(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    history = read_history(workdir)
+    done = len(history)
+    resumed = done and (workdir / "last.keras").exists()
+    carried = done and not resumed and (workdir / CARRIED_WEIGHTS).exists()
+    if not (resumed or carried):
+        history, done = history.iloc[:0], 0
     member_seed = config.seed + (config.bootstrap or 0)
-    keras.utils.set_random_seed(member_seed)
+    keras.utils.set_random_seed(stream_seed(member_seed, done))  # init, and the augmentation layers' draws
     train, val = training_split(data, config)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{data.source}: too few labelled '{config.train_split}' faces to train and validate")
-    history = read_history(workdir)
-    done = len(history)
     strategy = strategy or tf.distribute.get_strategy()
     policy = policy or POLICIES[config.mixed_precision]
-    resumed = done and (workdir / "last.keras").exists()
-    carried = done and not resumed and (workdir / CARRIED_WEIGHTS).exists()
     with strategy.scope():
         if resumed:
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
@@ -443,7 +455,6 @@ def fit(
         elif carried:
             model = build_compiled(config, train, policy)  # weights below, once the batches for its moments exist
         else:
-            history, done = history.iloc[:0], 0
             model = build_compiled(config, train, policy)
             if init is not None:
                 copy_weights(init, model)
@@ -453,7 +464,7 @@ def fit(
     # Members that all see every face differ only by their seed: their batch order must differ too.
     # (Bagging members keep config.seed here, as when the shipped ones were trained.)
     shuffle_seed = config.seed if config.resample else member_seed
-    train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=shuffle_seed)
+    train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=stream_seed(shuffle_seed, done))
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     if carried:
         with strategy.scope():

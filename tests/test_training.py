@@ -552,6 +552,31 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     assert empty.returncode == 2 and empty.stderr.strip() == f"error: {tmp_path / 'nope'}: no finished epoch to carry"
 
 
+def test_a_resumed_training_does_not_replay_epoch_1s_batches(demo_small, tmp_path, monkeypatch):
+    """The first epoch after a resume gets a new batch order; a fresh run's order is reproducible."""
+    first_batches = []
+
+    def recording(images, labels, batch_size, shuffle, seed=0):
+        dataset = make_dataset(images, labels, batch_size, shuffle, seed)
+        if shuffle:
+            first_batches.append(next(iter(dataset))[0].numpy())
+        return dataset
+
+    monkeypatch.setattr("core.training.make_dataset", recording)
+    one_epoch = replace(TINY, epochs=1)
+    fit(one_epoch, demo_small, tmp_path / "a")
+    fit(one_epoch, demo_small, tmp_path / "b")
+    fit(replace(TINY, epochs=2), demo_small, tmp_path / "a")  # resumes after epoch 1
+    fresh, again, resumed = first_batches
+    np.testing.assert_array_equal(fresh, again)
+    assert not np.array_equal(fresh, resumed)
+    # A fresh run shuffles with its own seed, as the shipped runs were trained.
+    train, _ = training_split(demo_small, TINY)
+    keras.utils.set_random_seed(TINY.seed)  # tf.data's shuffle combines it with the op's seed
+    as_shipped = make_dataset(train.images, train.labels, TINY.batch_size, shuffle=True, seed=TINY.seed)
+    np.testing.assert_array_equal(fresh, next(iter(as_shipped))[0].numpy())
+
+
 def test_estimated_moments_are_the_mean_gradient_and_squared_gradient(demo_small):
     """One batch: Adam's momentum is its gradient, the velocity that gradient squared (not zeros)."""
     config = TrainConfig(model=ModelSpec("tiny", augment=None), optimizer="adamw")
