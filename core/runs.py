@@ -31,11 +31,13 @@ from core.data import FaceDataset, canonical_split
 from core.evaluation import ENSEMBLE_RULES, combine, forward_select, metrics, predict_probs
 from core.models import count_params, inference_model
 from core.training import (
+    BEST_EPOCH,
     CARRIED_WEIGHTS,
     FitResult,
     Progress,
     ProgressFn,
     TrainConfig,
+    best_epoch,
     fit,
     hardware,
     read_history,
@@ -330,8 +332,8 @@ class RunStore:
         """
         workdir = Path(workdir)
         history = read_history(workdir)
-        checkpoint = workdir / "best.keras"
-        if not len(history) or not checkpoint.exists():
+        epoch = best_epoch(workdir, history) if len(history) else None
+        if epoch is None:
             raise ValueError(f"{workdir}: no finished epoch to take a snapshot of")
         unfinished = Run(workdir)
         base, config = unfinished.config, unfinished.train_config()  # config.json read once
@@ -343,9 +345,9 @@ class RunStore:
         write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
         write_text_atomic(path / "history.csv", history.to_csv(index=False))
         train, val = training_split(data, config)
-        model = inference_model(keras.models.load_model(checkpoint, safe_mode=True), config.model)
+        model = inference_model(keras.models.load_model(workdir / "best.keras", safe_mode=True), config.model)
         save_atomic(model, path / "model.keras")
-        self._finish(path, data, config, FitResult(model, history, float(history["seconds"].sum()), train, val))
+        self._finish(path, data, config, FitResult(model, history, epoch, float(history["seconds"].sum()), train, val))
         return Run(path)
 
     def _finish(self, path: Path, data: FaceDataset, config: TrainConfig, result: FitResult, keep: dict | None = None) -> None:
@@ -368,13 +370,13 @@ class RunStore:
             params=count_params(result.model),
             train_seconds=result.train_seconds,
             epochs_run=int(len(history)),
-            best_epoch=int(history["val_accuracy"].idxmax()) + 1,
+            best_epoch=result.epoch,
             hardware=hardware(),
             data={"source": data.source, "fingerprint": data.fingerprint(), "test_split": REPORT_SPLIT if test is not None else None},
             finished=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
         report.update(keep or {})
-        for name in ("last.keras", "best.keras", "progress.json", CARRIED_WEIGHTS):
+        for name in ("last.keras", "best.keras", BEST_EPOCH, "progress.json", CARRIED_WEIGHTS):
             (path / name).unlink(missing_ok=True)
         write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
 
@@ -510,7 +512,7 @@ class RunStore:
         config = run.train_config()
         train, val = training_split(data, config)
         packed = Run(run.path).model()
-        self._finish(run.path, data, config, FitResult(packed, run.history(), before["train_seconds"], train, val), keep=keep)
+        self._finish(run.path, data, config, FitResult(packed, run.history(), before["best_epoch"], before["train_seconds"], train, val), keep=keep)
         return Run(run.path)
 
 

@@ -12,6 +12,7 @@ kernels), so a long CPU training can go on from another machine.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -30,6 +31,7 @@ from core.models import N_CLASSES, ModelSpec, build_model, inference_model
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
+BEST_EPOCH = "best.json"  # {"epoch": N}: the epoch whose weights best.keras holds (``best_epoch``)
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "compute"]
 POLICIES = {False: "float32", True: "mixed_bfloat16"}  # TrainConfig.mixed_precision -> Keras dtype policy
 
@@ -312,6 +314,23 @@ def _last_epoch(workdir: Path) -> tuple[pd.DataFrame, keras.Model]:
     raise ValueError(f"{workdir}: the checkpoint kept changing while it was read")
 
 
+def best_epoch(workdir: Path, history: pd.DataFrame) -> int | None:
+    """The epoch whose weights ``best.keras`` holds; None without one.
+
+    ``best.json`` names it: a run carried to another machine arrives without its
+    ``best.keras``, so from then on its best checkpoint ranks only the epochs
+    trained since, and the best validation epoch of its history may be one
+    whose weights are gone. A ``best.keras`` without ``best.json`` is from
+    before it was written and ranked every epoch of its history.
+    """
+    if not (workdir / "best.keras").exists():
+        return None
+    named = workdir / BEST_EPOCH
+    if named.exists():
+        return int(json.loads(named.read_text())["epoch"])
+    return int(history["val_accuracy"].idxmax()) + 1
+
+
 def carry(workdir: Path, dest_root: Path) -> Path:
     """An unfinished training's folder made small enough for git: ``dest_root/<run id>``.
 
@@ -352,6 +371,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, workdir: Path, history: pd.DataFrame, patience: int, policy: str):
         super().__init__()
         self.workdir, self.history, self.patience, self.policy = workdir, history, patience, policy
+        self.best = best_epoch(workdir, history)
         self._start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -367,15 +387,16 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             "compute": self.policy,
         }
         self.history = pd.concat([self.history, pd.DataFrame([row])], ignore_index=True)
-        best = self.history["val_accuracy"].max()
-        if row["val_accuracy"] >= best:
+        if self.best is None or row["val_accuracy"] >= self.history["val_accuracy"].iloc[self.best - 1]:
             save_atomic(self.model, self.workdir / "best.keras")
+            write_text_atomic(self.workdir / BEST_EPOCH, json.dumps({"epoch": row["epoch"]}))
+            self.best = row["epoch"]
         save_atomic(self.model, self.workdir / "last.keras")
         # history.csv last: its length is the number of epochs whose checkpoint is safe.
         write_text_atomic(self.workdir / "history.csv", self.history.to_csv(index=False))
         if self.patience:
-            best_epoch = int(self.history["val_accuracy"].idxmax()) + 1
-            if len(self.history) - best_epoch >= self.patience:
+            peak = int(self.history["val_accuracy"].idxmax()) + 1
+            if len(self.history) - peak >= self.patience:
                 self.model.stop_training = True
 
 
@@ -403,6 +424,7 @@ class _ProgressCallback(keras.callbacks.Callback):
 class FitResult:
     model: keras.Model  # best epoch by val_accuracy, as models.inference_model
     history: pd.DataFrame
+    epoch: int  # the epoch whose weights ``model`` holds
     train_seconds: float
     train: FaceDataset
     val: FaceDataset
@@ -478,11 +500,12 @@ def fit(
                   shuffle=False, verbose=0)  # train_ds reshuffles itself each epoch
     history = read_history(workdir)
     # A checkpoint carried to another machine may hold only last.keras.
-    best_path = workdir / "best.keras" if (workdir / "best.keras").exists() else workdir / "last.keras"
-    best = keras.models.load_model(best_path, safe_mode=True)
+    epoch = best_epoch(workdir, history)
+    best = keras.models.load_model(workdir / ("best.keras" if epoch else "last.keras"), safe_mode=True)
     return FitResult(
         model=inference_model(best, config.model),
         history=history,
+        epoch=epoch or len(history),
         train_seconds=float(history["seconds"].sum()),
         train=train,
         val=val,

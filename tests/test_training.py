@@ -20,6 +20,7 @@ from core.models import ModelSpec, last_conv_layer
 from core.runs import Run, RunStore, _counted, evaluate
 from core.packing import read_packed
 from core.training import (
+    BEST_EPOCH,
     CARRIED_WEIGHTS,
     TrainConfig,
     build_compiled,
@@ -497,14 +498,22 @@ def test_snapshot_of_an_unfinished_training(demo_small, tmp_path):
 
 
 def test_a_run_carried_without_best_keras_resumes_and_finishes(demo_small, tmp_path):
-    """checkpoints/ carries an unfinished run as config.json, history.csv and last.keras only (README)."""
+    """checkpoints/ carries an unfinished run as config.json, history.csv and last.keras only (README).
+    Its best epoch so far had its weights left behind: the finished run reports the epoch it keeps."""
     config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
     store = RunStore(tmp_path / "runs", shipped=[])
     workdir = _stopped_after_epoch_2(config, store, demo_small)
     (workdir / "best.keras").unlink()
+    (workdir / BEST_EPOCH).unlink(missing_ok=True)
+    history = read_history(workdir)
+    history.loc[0, "val_accuracy"] = 1.0  # an epoch no later one beats, whose weights stayed on the old machine
+    history.to_csv(workdir / "history.csv", index=False)
     run = store.train(config, demo_small)
     assert run.path == workdir and run.history()["epoch"].tolist() == [1, 2, 3]
     assert run.metrics["epochs_run"] == 3 and run.metrics["test"]["n"] == 70
+    assert run.metrics["best_epoch"] == 3  # the only epoch trained since the carry, not epoch 1
+    assert run.metrics["val"]["accuracy"] == pytest.approx(run.history()["val_accuracy"].iloc[2], abs=1e-6)
+    assert not (workdir / BEST_EPOCH).exists()
 
 
 class _Killed(Exception):
