@@ -16,7 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr muted: its C++ start-up lines (oneDNN, CUDA
-    probing) ignore TF_CPP_MIN_LOG_LEVEL and would bury our one-line messages."""
+    probing) ignore TF_CPP_MIN_LOG_LEVEL and would bury our one-line messages.
+    Not under another Keras backend (``KERAS_BACKEND=jax`` trains where there is
+    no TensorFlow: ``core.training``)."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
@@ -34,7 +38,7 @@ def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    from core.models import DEFAULT_CNN, PRESETS
+    from core.models import DEFAULT_CNN, PRESETS, Augment
 
     parser.add_argument("--model", default="cnn", help=f"cnn (= {DEFAULT_CNN}), dnn, or a preset: {', '.join(PRESETS)}")
     parser.add_argument("--match", default=DEFAULT_CNN, help="for --model dnn: the CNN whose trainable-parameter count it matches")
@@ -52,6 +56,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="no training-time augmentation")
     parser.add_argument("--no-normalize", action="store_true", help="feed raw 0..255 grey levels")
     parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
+    parser.add_argument("--shift", type=float, default=Augment.shift, help="random shift, a fraction of the face (0: off)")
+    parser.add_argument("--zoom", type=float, default=Augment.zoom, help="random zoom in or out, a fraction (0: off)")
     parser.add_argument("--init-from", metavar="RUN_ID",
                         help="start from the weights of this finished run of the same model (fine-tuning), "
                              "or of an unfinished run's checkpoint: RUN_ID@EPOCH")
@@ -141,7 +147,7 @@ def config_from_args(args: argparse.Namespace):
     from core.training import TrainConfig
 
     arch = DEFAULT_CNN if args.model == "cnn" else args.model
-    augment = None if args.no_augment else Augment(erasing=args.erasing)
+    augment = None if args.no_augment else Augment(zoom=args.zoom, shift=args.shift, erasing=args.erasing)
     spec = ModelSpec(arch=arch, augment=augment, normalize=not args.no_normalize, dnn_match=args.match)
     return TrainConfig(
         model=spec,
@@ -198,6 +204,8 @@ def _warn_if_bf16_is_emulated(config, policy: str | None) -> None:
 
 
 def _strategy(name: str):
+    if name == "default":
+        return None
     import tensorflow as tf
 
     if name == "mirrored":

@@ -1,4 +1,4 @@
-"""Training: tf.data pipeline, optimiser and schedule, per-epoch checkpoints, resume.
+"""Training: input pipeline, optimiser and schedule, per-epoch checkpoints, resume.
 
 ``fit`` trains one model in a work folder and can be killed at any moment
 (Ctrl-C, SIGKILL): every finished epoch leaves ``last.keras`` (weights *and*
@@ -8,10 +8,16 @@ epoch instead of starting over or reading a half-written file.
 
 ``carry`` makes such a folder small enough to commit (weights only, float16
 kernels), so a long CPU training can go on from another machine.
+
+TensorFlow is the backend users run (the dashboard's explainers need it), but
+training also runs under Keras' JAX or PyTorch backend (``KERAS_BACKEND=jax``),
+where TensorFlow need not be installed: GPU machines often carry only those.
+The run it makes is the same kind of run folder, readable by the dashboard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +29,6 @@ from typing import Callable
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from core.data import FaceDataset, stratified_split
 from core.evaluation import predict_probs
@@ -122,13 +127,22 @@ def stream_seed(seed: int, epochs_done: int) -> int:
     return seed + epochs_done
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+def _tensorflow_backend() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0):
     """uint8 faces in memory -> batches of ((B, 48, 48, 1) float32, (B, 7) targets).
 
     ``labels``: (N,) class indices, made one-hot, or (N, 7) soft targets (distillation)
     used as they are. Augmentation is not here: it is a layer inside the model (so
     the saved model carries it and it runs vectorised on whole batches).
+    A ``tf.data.Dataset`` under TensorFlow; a ``Batches`` under the other backends.
     """
+    if not _tensorflow_backend():
+        return Batches(images, labels, batch_size, shuffle, seed)
+    import tensorflow as tf
+
     soft = labels.ndim == 2
     targets = labels.astype(np.float32) if soft else labels.astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
@@ -138,6 +152,30 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y if soft else tf.one_hot(y, N_CLASSES)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class Batches(keras.utils.PyDataset):
+    """``make_dataset``'s batches without TensorFlow, for Keras' JAX and PyTorch
+    backends: the same arrays, reshuffled after every epoch by a seeded generator
+    (another batch order than tf.data's for the same seed)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+        super().__init__()
+        self.images, self.batch_size, self.shuffle = images, batch_size, shuffle
+        self.targets = labels.astype(np.float32) if labels.ndim == 2 else np.eye(N_CLASSES, dtype=np.float32)[labels]
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(images)) if shuffle else np.arange(len(images))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.images) / self.batch_size))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.images[rows, ..., None].astype(np.float32), self.targets[rows]  # (B, 48, 48, 1), (B, 7)
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.images))
 
 
 def distill_targets(labels: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
@@ -236,7 +274,7 @@ def with_policy(model: keras.Model, config: TrainConfig, train: FaceDataset, pol
     return rebuilt
 
 
-def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int) -> None:
+def estimate_moments(model: keras.Model, dataset, batches: int) -> None:
     """Give a compiled model's fresh Adam(W) the moments a long run would have:
     the mean gradient and mean squared gradient over ``batches`` training batches.
 
@@ -251,6 +289,10 @@ def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int)
     optimizer.build(model.trainable_variables)
     if not isinstance(optimizer, keras.optimizers.Adam):  # AdamW is an Adam
         return
+    if not _tensorflow_backend():
+        raise ValueError("a carried run resumes under the TensorFlow backend only (unset KERAS_BACKEND)")
+    import tensorflow as tf
+
     sums = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
     squares = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
     n = 0
@@ -268,7 +310,7 @@ def estimate_moments(model: keras.Model, dataset: tf.data.Dataset, batches: int)
         v.assign((q / n).astype(np.float32))
 
 
-def resume_carried(model: keras.Model, path: Path, dataset: tf.data.Dataset, step: int, estimate: bool = True) -> None:
+def resume_carried(model: keras.Model, path: Path, dataset, step: int, estimate: bool = True) -> None:
     """A freshly compiled model takes the weights ``carry`` stored at ``path`` and
     its optimiser goes to ``step``, so the schedule goes on where the run stopped;
     its moments come from ``estimate_moments`` (``estimate=False``: zeros, which
@@ -435,7 +477,7 @@ def fit(
     data: FaceDataset,
     workdir: Path,
     progress: ProgressFn | None = None,
-    strategy: tf.distribute.Strategy | None = None,
+    strategy=None,
     init: keras.Model | None = None,
     teacher: keras.Model | None = None,
     policy: str | None = None,
@@ -444,6 +486,7 @@ def fit(
 
     ``strategy``: a ``tf.distribute`` strategy (MirroredStrategy for several
     GPUs, MultiWorkerMirroredStrategy from TF_CONFIG); the batch size is global.
+    None: one device (under the other backends, the only choice).
     ``init``: the trained model ``config.init_from`` names (same architecture):
     a fresh start copies its weights (fine-tuning); a resumed one ignores it.
     ``teacher``: the model ``config.teacher`` names; its flip-TTA probabilities on
@@ -467,9 +510,9 @@ def fit(
     train, val = training_split(data, config)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{data.source}: too few labelled '{config.train_split}' faces to train and validate")
-    strategy = strategy or tf.distribute.get_strategy()
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
     policy = policy or POLICIES[config.mixed_precision]
-    with strategy.scope():
+    with scope():
         if resumed:
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
             if compute_policy(model) != policy:
@@ -489,7 +532,7 @@ def fit(
     train_ds = make_dataset(train.images, targets, config.batch_size, shuffle=True, seed=stream_seed(shuffle_seed, done))
     val_ds = make_dataset(val.images, val.labels, 512, shuffle=False)
     if carried:
-        with strategy.scope():
+        with scope():
             resume_carried(model, workdir / CARRIED_WEIGHTS, train_ds, done * steps_per_epoch(config, train))
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping, policy)]
     if progress is not None:
@@ -526,7 +569,7 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
     ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read, with a GPU check, when None).
     """
     if cpuinfo is None:
-        if tf.config.list_physical_devices("GPU"):
+        if gpu_names():
             return True
         cpuinfo = _cpuinfo()
     flags = set((_cpuinfo_field(cpuinfo, "flags") or "").split())
@@ -537,12 +580,30 @@ def native_bfloat16(cpuinfo: str | None = None) -> bool | None:
 
 def hardware() -> str:
     """Where a run trained, for its metrics: CPU model and core count, or the GPUs."""
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = gpu_names()
     if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
-        return ", ".join(names)
+        return ", ".join(gpus)
     model = _cpuinfo_field(_cpuinfo(), "model name") or "CPU"
     return f"{model} x{os.cpu_count()} cores"
+
+
+def gpu_names() -> list[str]:
+    """The GPUs the Keras backend trains on, by name; [] on a CPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.config.experimental.get_device_details(g).get("device_name", "GPU")
+                for g in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
 
 
 def _cpuinfo_field(cpuinfo: str, key: str) -> str | None:

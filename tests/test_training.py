@@ -711,3 +711,54 @@ def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
     for args in ([], ["--bf16", "--compute", "float32"]):
         proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path), *args)
         assert proc.returncode != 0 and "warning: bfloat16" not in proc.stderr
+
+
+def test_batches_for_other_backends_show_every_face_once_an_epoch_in_a_seeded_order():
+    """``Batches`` is what JAX and PyTorch train from (no TensorFlow there): each
+    epoch a new permutation, the same one for the same seed, every face with its label."""
+    from core.training import Batches
+
+    n = 10
+    images = np.repeat(np.arange(n, dtype=np.uint8), 48 * 48).reshape(n, 48, 48)  # face i is all grey level i
+    labels = np.arange(n) % 7
+
+    def epoch(batches):
+        seen = [batches[i] for i in range(len(batches))]
+        x, y = np.concatenate([b[0] for b in seen]), np.concatenate([b[1] for b in seen])
+        assert x.shape == (n, 48, 48, 1) and x.dtype == np.float32 and y.shape == (n, 7)
+        rows = x[:, 0, 0, 0].astype(int)
+        np.testing.assert_array_equal(y.argmax(1), labels[rows])  # each face keeps its label
+        return rows
+
+    batches, twin = Batches(images, labels, 4, shuffle=True, seed=3), Batches(images, labels, 4, shuffle=True, seed=3)
+    assert len(batches) == 3
+    first = epoch(batches)
+    assert sorted(first) == list(range(n)) and list(first) != list(range(n))
+    np.testing.assert_array_equal(epoch(twin), first)
+    batches.on_epoch_end()
+    second = epoch(batches)
+    assert sorted(second) == list(range(n)) and list(second) != list(first)
+    assert list(epoch(Batches(images, labels, 4, shuffle=False, seed=3))) == list(range(n))
+    soft = np.full((n, 7), 1 / 7, np.float32)
+    np.testing.assert_array_equal(Batches(images, soft, 4, shuffle=False, seed=0)[0][1], soft[:4])
+
+
+def test_the_cli_sets_shift_and_zoom_and_keeps_the_default_augmentation_otherwise():
+    from core.__main__ import build_parser, config_from_args
+    from core.models import Augment
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["train"])).model.augment == Augment()
+    augment = config_from_args(parse("train --shift 0.2 --zoom 0.25 --erasing 0.5".split())).model.augment
+    assert (augment.shift, augment.zoom, augment.erasing, augment.rotation_deg) == (0.2, 0.25, 0.5, Augment.rotation_deg)
+
+
+@pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode != 0,
+                    reason="jax is not installed (it is no requirement: GPU machines bring it)")
+def test_the_cli_trains_under_the_jax_backend(tmp_path):
+    """GPU machines may have JAX and no TensorFlow: ``core.training`` then feeds ``Batches``."""
+    done = _cli("train", "--model", "tiny", "--epochs", "1", "--batch-size", "32", "--runs", str(tmp_path),
+                env={"KERAS_BACKEND": "jax"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = Run(next(p for p in tmp_path.iterdir() if (p / "metrics.json").exists()))
+    assert run.metrics["val"]["n"] > 0 and len(run.history()) == 1
