@@ -135,3 +135,24 @@ def test_face48_crops_to_square_before_resizing():
 def test_dataset_rejects_wrong_shapes():
     with pytest.raises(ValueError):
         FaceDataset(np.zeros((2, 48, 47), np.uint8), np.zeros(2, int), np.array(["a", "b"]), np.array(["1", "2"]), "x")
+
+
+def test_the_gpu_bundle_gives_back_the_same_faces_and_fingerprint(tmp_path, kaggle_rows):
+    """tools/gpu/bundle.py: what trains on a lent GPU must be our data set to the byte
+    (same fingerprint: same validation split, runs that ``combine`` can join)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bundle", Path(__file__).parent.parent / "tools" / "gpu" / "bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    original = tmp_path / "fer2013.csv.gz"
+    original.write_bytes(gzip.compress(_kaggle_text(kaggle_rows).encode()))
+    fingerprint = bundle.pack(original, tmp_path / "bundle")
+    assert bundle.unpack(tmp_path / "bundle", tmp_path / "again.csv") == 14
+    again = load_dataset(tmp_path / "again.csv")
+    assert fingerprint == again.fingerprint() == load_dataset(original).fingerprint()
+    assert bundle.unpack(tmp_path / "bundle", tmp_path / "ends.csv", rows=2) == 4
+    ends = load_dataset(tmp_path / "ends.csv")
+    np.testing.assert_array_equal(ends.images, again.images[[0, 1, 12, 13]])
+    assert ends.splits.tolist() == ["Training", "Training", "PublicTest", "PublicTest"]
