@@ -58,6 +58,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--erasing", type=float, default=0.0, help="random-erasing probability")
     parser.add_argument("--shift", type=float, default=Augment.shift, help="random shift, a fraction of the face (0: off)")
     parser.add_argument("--zoom", type=float, default=Augment.zoom, help="random zoom in or out, a fraction (0: off)")
+    parser.add_argument("--rotation", type=float, default=Augment.rotation_deg, help="random rotation, degrees (0: off)")
+    parser.add_argument("--shear", type=float, default=Augment.shear, help="random shear, a fraction (0: off)")
     parser.add_argument("--init-from", metavar="RUN_ID",
                         help="start from the weights of this finished run of the same model (fine-tuning), "
                              "or of an unfinished run's checkpoint: RUN_ID@EPOCH")
@@ -147,7 +149,7 @@ def config_from_args(args: argparse.Namespace):
     from core.training import TrainConfig
 
     arch = DEFAULT_CNN if args.model == "cnn" else args.model
-    augment = None if args.no_augment else Augment(zoom=args.zoom, shift=args.shift, erasing=args.erasing)
+    augment = None if args.no_augment else Augment(rotation_deg=args.rotation, zoom=args.zoom, shift=args.shift, shear=args.shear, erasing=args.erasing)
     spec = ModelSpec(arch=arch, augment=augment, normalize=not args.no_normalize, dnn_match=args.match)
     return TrainConfig(
         model=spec,

@@ -743,14 +743,16 @@ def test_batches_for_other_backends_show_every_face_once_an_epoch_in_a_seeded_or
     np.testing.assert_array_equal(Batches(images, soft, 4, shuffle=False, seed=0)[0][1], soft[:4])
 
 
-def test_the_cli_sets_shift_and_zoom_and_keeps_the_default_augmentation_otherwise():
+def test_the_cli_sets_each_augmentation_and_keeps_the_defaults_otherwise():
     from core.__main__ import build_parser, config_from_args
     from core.models import Augment
 
     parse = build_parser().parse_args
     assert config_from_args(parse(["train"])).model.augment == Augment()
     augment = config_from_args(parse("train --shift 0.2 --zoom 0.25 --erasing 0.5".split())).model.augment
-    assert (augment.shift, augment.zoom, augment.erasing, augment.rotation_deg) == (0.2, 0.25, 0.5, Augment.rotation_deg)
+    assert augment == Augment(shift=0.2, zoom=0.25, erasing=0.5)
+    light = config_from_args(parse("train --rotation 0 --shear 0 --shift 0 --zoom 0".split())).model.augment
+    assert light == Augment(rotation_deg=0, zoom=0, shift=0, shear=0) and light.flip
 
 
 @pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode != 0,

@@ -54,11 +54,12 @@ def say(*parts) -> None:
     print(f"[{time.time() - T0:6.1f}s]", *parts, flush=True)
 
 
-def jobs(model: str, bf16: bool) -> dict[str, list[str]]:
+def jobs(model: str, bf16: bool, extra: list[str]) -> dict[str, list[str]]:
     """The runs of a lease: 4 deep-ensemble members of the shipped recipe, and
-    two single runs that each change one thing (stronger shift and zoom; SGD)."""
+    two single runs that each change one thing (stronger shift and zoom; SGD).
+    ``extra``: flags for every job (e.g. lighter augmentation)."""
     common = f"--model {model} --schedule cosine --warmup 2 --label-smoothing 0.1 --erasing 0.5".split()
-    common += ["--bf16"] if bf16 else []
+    common += (["--bf16"] if bf16 else []) + extra
     adamw = [*common, *"--optimizer adamw --lr 1e-3 --weight-decay 0.05".split()]
     return {
         **{f"m{k}": ["ensemble", "--members", "4", "--no-resample", "--member", str(k), *adamw] for k in range(4)},
@@ -141,6 +142,9 @@ def main() -> int:
     parser.add_argument("--cal-deadline", type=float, default=300, help="seconds from start the calibration may take")
     parser.add_argument("--train-end", type=float, default=470, help="seconds from start when training must end")
     parser.add_argument("--max-epochs", type=int, default=150)
+    parser.add_argument("--flags", default="",
+                        help="more train flags for every job, e.g. '--rotation 0 --shear 0' (the affine augmentation "
+                             "layers are what JAX is slow to compile)")
     parser.add_argument("--slowdown", type=float, default=2.0,
                         help="an epoch's time with every job on the GPU, over its time alone")
     args = parser.parse_args()
@@ -151,7 +155,7 @@ def main() -> int:
     from bundle import unpack
 
     say("faces", unpack(args.bundle, Path(CSV), args.rows))
-    todo = jobs(args.model, not args.no_bf16)
+    todo = jobs(args.model, not args.no_bf16, args.flags.split())
     first = dict(list(todo.items())[:1])
     times = calibrate(first, args.cal_deadline)
     if times is None and os.environ.get("KERAS_BACKEND") == "jax":
