@@ -149,7 +149,9 @@ def config_from_args(args: argparse.Namespace):
     from core.training import TrainConfig
 
     arch = DEFAULT_CNN if args.model == "cnn" else args.model
-    augment = None if args.no_augment else Augment(rotation_deg=args.rotation, zoom=args.zoom, shift=args.shift, shear=args.shear, erasing=args.erasing)
+    augment = None if args.no_augment else Augment(
+        rotation_deg=args.rotation, zoom=args.zoom, shift=args.shift, shear=args.shear, erasing=args.erasing
+    )
     spec = ModelSpec(arch=arch, augment=augment, normalize=not args.no_normalize, dnn_match=args.match)
     return TrainConfig(
         model=spec,
