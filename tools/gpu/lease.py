@@ -115,21 +115,28 @@ def calibrate(first: dict[str, list[str]], deadline: float) -> tuple[float, floa
     return None
 
 
-def finish(runs: Path) -> list[str]:
-    """Snapshot the interrupted runs, pack every finished one with int8 kernels."""
-    for folder in sorted(runs.iterdir()):
-        if (folder / "config.json").exists() and not (folder / "metrics.json").exists():
-            done = subprocess.run([sys.executable, "-m", "core", "snapshot", str(folder), "--data", CSV, "--runs", str(runs)],
-                                  capture_output=True, text=True)
-            say("snapshot of", folder.name, done.returncode, done.stdout.strip()[-120:], done.stderr.strip()[-300:])
-            shutil.move(str(folder), f"/tmp/unfinished-{folder.name}")  # last.keras is too big to send back
+def core_side_by_side(commands: dict[str, list[str]], deadline: float) -> None:
+    """``python -m core`` commands at once (each loads the data and compiles its own predictions)."""
+    procs = {key: subprocess.Popen([sys.executable, "-m", "core", *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for key, args in commands.items()}
+    for key, p in procs.items():
+        try:
+            out, _ = p.communicate(timeout=max(deadline - (time.time() - T0), 1))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out = "(killed at the deadline)"
+        say(commands[key][0], key, p.returncode, out.strip()[-300:])
+
+
+def finish(runs: Path, deadline: float) -> None:
+    """Snapshot the interrupted runs, then pack every finished one with int8 kernels,
+    all side by side: one by one they would outlast the command."""
+    late = [f for f in sorted(runs.iterdir()) if (f / "config.json").exists() and not (f / "metrics.json").exists()]
+    core_side_by_side({f.name: ["snapshot", str(f), "--data", CSV, "--runs", str(runs)] for f in late}, deadline - 60)
+    for folder in late:
+        shutil.move(str(folder), f"/tmp/unfinished-{folder.name}")  # last.keras is too big to send back
     finished = sorted(f.name for f in runs.iterdir() if (f / "metrics.json").exists())
-    packs = [subprocess.Popen([sys.executable, "-m", "core", "pack", "--int8", run, "--data", CSV, "--runs", str(runs)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for run in finished]
-    for run, p in zip(finished, packs):
-        out, _ = p.communicate(timeout=300)
-        say("pack", run, p.returncode, out.strip()[-300:])
-    return finished
+    core_side_by_side({run: ["pack", "--int8", run, "--data", CSV, "--runs", str(runs)] for run in finished}, deadline)
 
 
 def main() -> int:
@@ -140,7 +147,9 @@ def main() -> int:
     parser.add_argument("--no-bf16", action="store_true", help="float32 (a dry run on a CPU without native bfloat16)")
     parser.add_argument("--rows", type=int, help="a dry run: this many faces of each end of the data set")
     parser.add_argument("--cal-deadline", type=float, default=300, help="seconds from start the calibration may take")
-    parser.add_argument("--train-end", type=float, default=470, help="seconds from start when training must end")
+    parser.add_argument("--train-end", type=float, default=440, help="seconds from start when training must end")
+    parser.add_argument("--pack-end", type=float, default=540,
+                        help="seconds from start when packing must end (the command's limit is 600, the tar follows)")
     parser.add_argument("--max-epochs", type=int, default=150)
     parser.add_argument("--flags", default="",
                         help="more train flags for every job, e.g. '--rotation 0 --shear 0' (the affine augmentation "
@@ -176,7 +185,7 @@ def main() -> int:
     wait(procs, args.train_end)
     for name in todo:
         say(name, log_tail(f"run-{name}", 300))
-    finish(Path("/tmp/runs"))
+    finish(Path("/tmp/runs"), args.pack_end)
     subprocess.run(f"tar cf - -C /tmp runs | split -b 15m - {args.out}/runs.tar.", shell=True, check=True)
     say("sent", sorted(os.listdir(args.out)))
     return 0
