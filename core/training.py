@@ -436,10 +436,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         save_atomic(self.model, self.workdir / "last.keras")
         # history.csv last: its length is the number of epochs whose checkpoint is safe.
         write_text_atomic(self.workdir / "history.csv", self.history.to_csv(index=False))
-        if self.patience:
-            peak = int(self.history["val_accuracy"].idxmax()) + 1
-            if len(self.history) - peak >= self.patience:
-                self.model.stop_training = True
+        if self.patience and _patience_exhausted(self.history, self.patience):
+            self.model.stop_training = True
 
 
 class _ProgressCallback(keras.callbacks.Callback):

@@ -764,3 +764,18 @@ def test_the_cli_trains_under_the_jax_backend(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     run = Run(next(p for p in tmp_path.iterdir() if (p / "metrics.json").exists()))
     assert run.metrics["val"]["n"] > 0 and len(run.history()) == 1
+
+
+def test_early_stopping_stops_once_patience_epochs_pass_without_a_better_validation(tmp_path, demo_small):
+    from core.training import HISTORY_COLUMNS, _EpochCheckpoint
+
+    model = build_compiled(TINY, demo_small)
+    callback = _EpochCheckpoint(tmp_path, pd.DataFrame(columns=HISTORY_COLUMNS), patience=2, policy="float32")
+    callback.set_model(model)
+    stops = []
+    for epoch, val in enumerate([0.5, 0.6, 0.55, 0.6, 0.58]):
+        callback.on_epoch_begin(epoch)
+        callback.on_epoch_end(epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": val})
+        stops.append(bool(model.stop_training))
+    # peak at epoch 2 (a tie later is no gain): epochs 3 and 4 without gain -> stop after epoch 4
+    assert stops == [False, False, False, True, True]
