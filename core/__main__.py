@@ -60,6 +60,8 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", type=float, default=Augment.zoom, help="random zoom in or out, a fraction (0: off)")
     parser.add_argument("--rotation", type=float, default=Augment.rotation_deg, help="random rotation, degrees (0: off)")
     parser.add_argument("--shear", type=float, default=Augment.shear, help="random shear, a fraction (0: off)")
+    parser.add_argument("--interpolation", choices=("bilinear", "nearest"), default=Augment.interpolation,
+                        help="how rotation, zoom, shift and shear resample a face (nearest: far cheaper under JAX)")
     parser.add_argument("--init-from", metavar="RUN_ID",
                         help="start from the weights of this finished run of the same model (fine-tuning), "
                              "or of an unfinished run's checkpoint: RUN_ID@EPOCH")
@@ -150,7 +152,8 @@ def config_from_args(args: argparse.Namespace):
 
     arch = DEFAULT_CNN if args.model == "cnn" else args.model
     augment = None if args.no_augment else Augment(
-        rotation_deg=args.rotation, zoom=args.zoom, shift=args.shift, shear=args.shear, erasing=args.erasing
+        rotation_deg=args.rotation, zoom=args.zoom, shift=args.shift, shear=args.shear, erasing=args.erasing,
+        interpolation=args.interpolation,
     )
     spec = ModelSpec(arch=arch, augment=augment, normalize=not args.no_normalize, dnn_match=args.match)
     return TrainConfig(

@@ -35,6 +35,17 @@ class Augment:
     shear: float = 0.1
     flip: bool = True
     erasing: float = 0.0  # probability of random erasing (Zhong et al. 2017)
+    # How the affine layers (rotation, zoom, shift, shear) resample a face. Under
+    # JAX, Keras resamples with map_coordinates, linear over height, width *and*
+    # channel: 8 gathers a layer, slow to compile and run on a GPU; "nearest" is one.
+    interpolation: str = "bilinear"  # bilinear | nearest
+
+    def to_dict(self) -> dict:
+        """Fields added after runs were shipped are left out at their default, so those runs keep their ids."""
+        d = asdict(self)
+        if self.interpolation == "bilinear":
+            del d["interpolation"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class ModelSpec:
     dnn_match: str = DEFAULT_CNN  # the CNN whose trainable-parameter count a DNN matches
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "augment": self.augment.to_dict() if self.augment else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -237,18 +248,19 @@ def _input_stage(spec: ModelSpec, mean: float, std: float):
     aug = spec.augment
     if aug is not None:
         f32 = {"dtype": "float32"}
+        affine = {**f32, "fill_mode": "nearest", "interpolation": aug.interpolation}
         if aug.flip:
             x = layers.RandomFlip("horizontal", **f32)(x)
         if aug.rotation_deg:
-            x = layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="nearest", **f32)(x)
+            x = layers.RandomRotation(aug.rotation_deg / 360.0, **affine)(x)
         if aug.zoom:
-            x = layers.RandomZoom(aug.zoom, fill_mode="nearest", **f32)(x)
+            x = layers.RandomZoom(aug.zoom, **affine)(x)
         if aug.shift:
-            x = layers.RandomTranslation(aug.shift, aug.shift, fill_mode="nearest", **f32)(x)
+            x = layers.RandomTranslation(aug.shift, aug.shift, **affine)(x)
         if aug.shear:
             # (0, s), not s: a plain number is saved as (-s, s), which Keras 3.15
             # then refuses to load. The layer flips the sign at random anyway.
-            x = layers.RandomShear((0.0, aug.shear), (0.0, aug.shear), fill_mode="nearest", **f32)(x)
+            x = layers.RandomShear((0.0, aug.shear), (0.0, aug.shear), **affine)(x)
         if aug.erasing:
             x = layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), **f32)(x)
     if spec.normalize:

@@ -71,7 +71,7 @@ class TrainConfig:
         Fields added after runs were shipped are left out while at their
         default, so those runs keep their ids (and stay cache hits).
         """
-        d = asdict(self)
+        d = {**asdict(self), "model": self.model.to_dict()}
         for name, default in _LATER_FIELDS.items():
             if d[name] == default:
                 del d[name]

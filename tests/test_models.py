@@ -74,6 +74,31 @@ def test_augmentation_is_off_at_inference_and_on_in_training():
     assert not np.allclose(augment(faces, training=True), faces)
 
 
+def test_nearest_interpolation_moves_pixels_without_blending_them():
+    """``interpolation="nearest"`` (cheap under JAX) reaches every affine layer: a
+    transformed face holds only grey levels of the original, while bilinear blends new ones."""
+    faces = np.random.default_rng(4).integers(0, 256, (2, 48, 48, 1)).astype("float32")
+
+    def augmented(interpolation: str) -> np.ndarray:
+        spec = ModelSpec("tiny", Augment(flip=False, interpolation=interpolation))
+        model = build_model(spec)
+        return np.asarray(keras.Model(model.inputs, model.get_layer("normalize").input)(faces, training=True))
+
+    nearest, bilinear = augmented("nearest"), augmented("bilinear")
+    assert not np.allclose(nearest, faces)
+    assert np.isin(nearest, faces).all()
+    assert not np.isin(bilinear, faces).all()
+
+
+def test_interpolation_enters_the_config_only_when_not_bilinear():
+    """Runs shipped before the field existed keep their ids (``test_shipped_runs_keep_their_ids``)."""
+    assert "interpolation" not in ModelSpec().to_dict()["augment"]
+    nearest = ModelSpec(augment=Augment(interpolation="nearest"))
+    assert nearest.to_dict()["augment"]["interpolation"] == "nearest"
+    assert ModelSpec.from_dict(nearest.to_dict()) == nearest
+    assert ModelSpec.from_dict(ModelSpec().to_dict()) == ModelSpec()
+
+
 def test_logits_model_shares_weights_and_ends_before_softmax():
     model = build_model(ModelSpec("tiny"))
     faces = np.random.default_rng(3).integers(0, 256, (2, 48, 48, 1)).astype("float32")

@@ -753,6 +753,9 @@ def test_the_cli_sets_each_augmentation_and_keeps_the_defaults_otherwise():
     assert augment == Augment(shift=0.2, zoom=0.25, erasing=0.5)
     light = config_from_args(parse("train --rotation 0 --shear 0 --shift 0 --zoom 0".split())).model.augment
     assert light == Augment(rotation_deg=0, zoom=0, shift=0, shear=0) and light.flip
+    nearest = config_from_args(parse("train --interpolation nearest".split()))
+    assert nearest.model.augment == Augment(interpolation="nearest")
+    assert nearest.to_dict()["model"]["augment"]["interpolation"] == "nearest"
 
 
 @pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode != 0,
@@ -779,3 +782,27 @@ def test_early_stopping_stops_once_patience_epochs_pass_without_a_better_validat
         stops.append(bool(model.stop_training))
     # peak at epoch 2 (a tie later is no gain): epochs 3 and 4 without gain -> stop after epoch 4
     assert stops == [False, False, False, True, True]
+
+
+def test_every_lease_job_resamples_nearest_and_the_fallback_drops_every_affine_layer():
+    """tools/gpu/lease.py: its flags for every job come last, so they override a job's own
+    (the stronger-shift job included); without them each job still parses to its recipe."""
+    import importlib.util
+
+    from core.__main__ import build_parser, config_from_args
+    from core.models import Augment
+
+    spec = importlib.util.spec_from_file_location("lease", Path(__file__).parent.parent / "tools" / "gpu" / "lease.py")
+    lease = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lease)
+    parse = build_parser().parse_args
+
+    configs = {name: config_from_args(parse(args)) for name, args in lease.jobs("ferlab-wide", True, []).items()}
+    assert {c.model.augment.interpolation for c in configs.values()} == {"nearest"}
+    assert configs["aug"].model.augment.shift == 0.2 and configs["m0"].model.augment.shift == Augment.shift
+    assert configs["sgd"].optimizer == "sgd" and all(c.mixed_precision for c in configs.values())
+
+    for name, args in lease.jobs("ferlab-wide", True, lease.NO_AFFINE).items():
+        augment = config_from_args(parse(args)).model.augment
+        assert (augment.rotation_deg, augment.zoom, augment.shift, augment.shear) == (0, 0, 0, 0), name
+        assert augment.flip and augment.erasing == 0.5
