@@ -1,4 +1,4 @@
-"""Held-out accuracy of stored runs, with and without test-time augmentation (flip; flip + shifts).
+"""Held-out accuracy of stored runs, with and without test-time augmentation (each of core.evaluation.TTA_MODES).
 
     python bench/accuracy.py --data ../shared/fer2013/fer2013.csv.gz --split PublicTest RUN [RUN ...]
 
@@ -22,6 +22,7 @@ from core.data import load_dataset  # noqa: E402
 from core.evaluation import TTA_MODES  # noqa: E402
 from core.runs import RunStore, evaluate  # noqa: E402
 
+TTA_TITLES = {"flip": "flip", "shifts": "flip & shift", "rotate-zoom": "flip & rotate-zoom"}
 REFERENCE = [
     ("report: single CNN", "0.6851 / 0.7074 / 0.7191"),
     ("report: 7-CNN bagged ensemble", "0.7292"),
@@ -41,8 +42,9 @@ def main() -> int:
     args = parser.parse_args()
     store = RunStore(args.runs_dir)
     data = load_dataset(args.data)
-    print(f"| run | rule | params | {args.split} | + flip TTA | + flip & shift TTA |")
-    print("|---|---|---:|---:|---:|---:|")
+    columns = [args.split, *(f"+ {TTA_TITLES[mode]} TTA" for mode in TTA_MODES[1:])]
+    print(f"| run | rule | params | {' | '.join(columns)} |")
+    print("|---|---|---:|" + "---:|" * len(columns))
     for run_id in args.runs:
         run = store.get(run_id)
         if run is None:
@@ -54,7 +56,7 @@ def main() -> int:
             cells = " | ".join(f"{report[rule]['accuracy']:.4f}" for report in reports)
             print(f"| {run.label} | {rule} | {params:,} | {cells} |", flush=True)
     for name, figure in REFERENCE:
-        print(f"| {name} | | | {figure} | | |")
+        print(f"| {name} | | | {figure} |" + " |" * (len(columns) - 1))
     return 0
 
 

@@ -162,11 +162,11 @@ def test_home_test_time_augmentation_averages_the_views(lab):
     averaged = numbers(bars(at, "home_photo_bars")[0]["y"])
     model = lab.cnn.model()
     np.testing.assert_allclose(plain, predict_probs(model, face[None])[0], atol=1e-5)
-    np.testing.assert_allclose(averaged, predict_probs(model, face[None], tta="shifts")[0], atol=1e-5)
+    np.testing.assert_allclose(averaged, predict_probs(model, face[None], tta="rotate-zoom")[0], atol=1e-5)
     assert not np.allclose(plain, averaged, atol=1e-4)
     at.pills(key="home_photo_cover").set_value(["mouth"]).run()
     covered = np.clip(np.rint(cover_regions(face, ["mouth"])), 0, 255).astype(np.uint8)
-    after = predict_probs(model, covered[None], tta="shifts")[0]
+    after = predict_probs(model, covered[None], tta="rotate-zoom")[0]
     row = next(t.value for t in at.dataframe if "covered" in t.value.columns).iloc[0]
     assert row["covered"] == f"{EMOTIONS[after.argmax()]} {after.max():.0%}"
 

@@ -136,12 +136,37 @@ def test_forward_selection_adds_only_members_that_raise_accuracy():
     assert forward_select([a, a.copy()], y) == [0]  # ties keep the first listed, and a copy adds nothing
 
 
+def test_rotate_zoom_views_turn_both_ways_and_zoom_in_and_out_about_the_centre(demo_small):
+    from core.evaluation import TTA_ZOOM, predict_probs, tta_views
+    from core.models import build_model
+
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    disk = (np.hypot(yy, xx) < 12).astype(np.float32) * 200  # (48, 48), centred
+    bar = (np.abs(yy) < 2).astype(np.float32) * (np.abs(xx) < 18) * 200  # horizontal, centred
+    x = np.stack([disk, bar])[..., None]  # (2, 48, 48, 1)
+    views = tta_views(x, "rotate-zoom")
+    np.testing.assert_array_equal(views[0], x)
+    turned_back, turned_on, zoom_out, zoom_in = views[1:5]
+    bright = lambda v: float((v[0] > 100).sum())  # noqa: E731  (disk's area in px)
+    assert bright(turned_back) == pytest.approx(bright(x), rel=0.03)  # a disk turns into itself
+    assert bright(zoom_out) / bright(x) == pytest.approx((1 - TTA_ZOOM) ** 2, rel=0.06)
+    assert bright(zoom_in) / bright(x) == pytest.approx((1 + TTA_ZOOM) ** 2, rel=0.06)
+    assert not np.allclose(turned_on[1], bar[..., None], atol=50)  # the bar turns ...
+    np.testing.assert_allclose(turned_back[1], turned_on[1][::-1], atol=200 / 32)  # ... both ways alike (OpenCV: 1/32 weights)
+    np.testing.assert_array_equal(views[6], turned_back[:, :, ::-1])  # the mirrors follow
+
+    model = build_model(ModelSpec("tiny"))
+    faces = demo_small.images[:8]
+    manual = np.mean([model.predict(v, verbose=0) for v in tta_views(faces[..., None].astype(np.float32), "rotate-zoom")], axis=0)
+    np.testing.assert_allclose(predict_probs(model, faces, tta="rotate-zoom"), manual, atol=1e-6)
+
+
 def test_test_time_augmentation_averages_mirrored_and_shifted_views(demo_small):
     from core.evaluation import TTA_MODES, TTA_SHIFT, predict_probs, tta_views
     from core.models import build_model
 
     x = np.arange(2 * 48 * 48, dtype=np.float32).reshape(2, 48, 48, 1)
-    assert [len(tta_views(x, mode)) for mode in TTA_MODES] == [1, 2, 10]
+    assert [len(tta_views(x, mode)) for mode in TTA_MODES] == [1, 2, 10, 10]
     views, s = tta_views(x, "shifts"), TTA_SHIFT
     np.testing.assert_array_equal(views[1][:, s:], x[:, :-s])  # moved down s px ...
     np.testing.assert_array_equal(views[1][:, :s], np.repeat(x[:, :1], s, axis=1))  # ... the top filled with the edge row
