@@ -8,16 +8,17 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from core.data import EMOTIONS
+from core.models import Augment
 
 ENSEMBLE_RULES = ("average", "vote", "weighted")
 
 
 TTA_MODES = ("none", "flip", "shifts", "rotate-zoom")
 TTA_SHIFT = 4  # px: the shift views' step, chosen on ferlab's validation split (1-4 px all gained 0.2-0.7 points over flip)
-# rotate-zoom views sit at the training augmentation's own extremes (models.Augment's defaults):
+# rotate-zoom views sit at the training augmentation's own extremes (Augment's defaults):
 # faces the nets have seen, not new distortions.
-TTA_ROTATION = 10.0  # degrees
-TTA_ZOOM = 0.1  # a fraction: zoom in and out by it
+TTA_ROTATION = Augment.rotation_deg  # degrees
+TTA_ZOOM = Augment.zoom  # a fraction: zoom in and out by it
 
 
 def tta_views(x: np.ndarray, mode: str) -> list[np.ndarray]:

@@ -37,7 +37,7 @@ class Augment:
     erasing: float = 0.0  # probability of random erasing (Zhong et al. 2017)
     # How the affine layers (rotation, zoom, shift, shear) resample a face. Under
     # JAX, Keras resamples with map_coordinates, linear over height, width *and*
-    # channel: 8 gathers a layer, slow to compile and run on a GPU; "nearest" is one.
+    # channel: 8 gathers a layer, slow for XLA to compile; "nearest" is one.
     interpolation: str = "bilinear"  # bilinear | nearest
 
     def to_dict(self) -> dict:
