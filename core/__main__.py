@@ -79,7 +79,8 @@ def _tta_option(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
                         help="test-time augmentation: average with the mirrored face (--tta = flip), "
-                             "or with mirrored and shifted copies (--tta shifts)")
+                             "with mirrored and shifted copies (--tta shifts), or with mirrored, turned and "
+                             "zoomed copies (--tta rotate-zoom: the best on validation)")
 
 
 def build_parser() -> argparse.ArgumentParser:
