@@ -25,6 +25,15 @@ N_CLASSES = len(EMOTIONS)
 DEFAULT_CNN = "ferlab"
 
 
+def drop_later_defaults(d: dict, later: dict) -> dict:
+    """``d`` without the ``later`` fields that still hold their default (``later`` maps field to default).
+
+    Configs are hashed into run ids: a field added after runs were shipped is
+    left out while at its default, so those runs keep their ids (and stay cache hits).
+    """
+    return {name: value for name, value in d.items() if name not in later or value != later[name]}
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training-time augmentation; each transform off at 0 / False."""
@@ -41,11 +50,7 @@ class Augment:
     interpolation: str = "bilinear"  # bilinear | nearest
 
     def to_dict(self) -> dict:
-        """Fields added after runs were shipped are left out at their default, so those runs keep their ids."""
-        d = asdict(self)
-        if self.interpolation == "bilinear":
-            del d["interpolation"]
-        return d
+        return drop_later_defaults(asdict(self), {"interpolation": "bilinear"})
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.data import FaceDataset, stratified_split
 from core.evaluation import predict_probs
-from core.models import N_CLASSES, ModelSpec, build_model, inference_model
+from core.models import N_CLASSES, ModelSpec, build_model, drop_later_defaults, inference_model
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
@@ -66,15 +66,9 @@ class TrainConfig:
     distill_weight: float = 0.5  # share of the teacher's probabilities in each target (the rest: the one-hot label)
 
     def to_dict(self) -> dict:
-        """The config as stored and hashed into the run id.
-
-        Fields added after runs were shipped are left out while at their
-        default, so those runs keep their ids (and stay cache hits).
-        """
-        d = {**asdict(self), "model": self.model.to_dict()}
-        for name, default in _LATER_FIELDS.items():
-            if d[name] == default:
-                del d[name]
+        """The config as stored and hashed into the run id."""
+        d = drop_later_defaults({**asdict(self), "model": self.model.to_dict()},
+                                {"init_from": None, "teacher": None, "resample": True})
         if self.teacher is None:
             del d["distill_weight"]  # means nothing without a teacher
         return d
@@ -82,9 +76,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**{**d, "model": ModelSpec.from_dict(d["model"])})
-
-
-_LATER_FIELDS = {"init_from": None, "teacher": None, "resample": True}
 
 
 @dataclass(frozen=True)
