@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the RUNs are candidates: keep those that greedy forward selection on validation accuracy "
                         "picks (start from the best run, add the one that raises the average's accuracy most, "
                         "stop when none does)")
+    from core.evaluation import TTA_MODES
+
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
+                   help="with --select: choose on validation predictions under this test-time augmentation "
+                        "(the candidates predict their validation faces again: needs --data)")
+    p.add_argument("--data", help="with --select --tta: the data set the runs were trained on (a FER2013 CSV, ...)")
     _common(p, data=False)
 
     p = sub.add_parser("evaluate", help="accuracy and per-class metrics of a run on a labelled split")
@@ -269,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
         print(result.path)
         return 0
     if args.command == "combine":
-        result = store.combine(args.run, select=args.select)
+        data = load_dataset(args.data) if args.data else None
+        result = store.combine(args.run, select=args.select, tta=args.tta, data=data)
         _print_summary(result)
         print(result.path)
         return 0

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation import combine, forward_select, metrics
+from core.demo import make_demo
+from core.evaluation import combine, forward_select, metrics, predict_probs
 from core.models import ModelSpec, last_conv_layer
 from core.runs import Run, RunStore, _counted, evaluate
 from core.packing import read_packed
@@ -281,6 +282,42 @@ def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small
         store.combine([ids[1], ids[2]], select=True)
     cli = _cli("combine", "--select", "--runs", str(runs_dir), *ids)
     assert cli.returncode == 0 and cli.stdout.strip().endswith(picked.id), cli.stderr[-2000:]
+
+
+def test_combine_select_under_tta_chooses_on_validation_faces_predicted_again(demo_small, runs_dir):
+    """With --tta the candidates' validation probabilities are predicted again under
+    it: the stored (plain) ones are set by hand so that choosing on them would give
+    b + a at validation accuracy 1.0, which the TTA choice must not echo."""
+    store = RunStore(runs_dir, shipped=[])
+    runs = [store.train(replace(TINY, epochs=epochs), demo_small) for epochs in (1, 2)]
+    runs.append(store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small))
+    y = runs[0].predictions()["val_y"]
+    right, wrong = np.eye(7)[y], np.eye(7)[(y + 1) % 7]
+    first = np.arange(len(y))[:, None] == 0
+    for run, probs in zip(runs, (np.where(first, right, 0.4 * right + 0.6 * wrong),
+                                 np.where(first, 0.3 * right + 0.7 * wrong, 0.9 * right + 0.1 * wrong),
+                                 0.2 * right + 0.8 * wrong)):
+        np.savez(run.path / "predictions.npz", **{**run.predictions(), "val_probs": probs})
+    ids = [run.id for run in runs]
+
+    _, val = training_split(demo_small, runs[0].train_config())
+    flip = [predict_probs(run.model(), val.images, tta="flip") for run in runs]
+    expected = forward_select(flip, y)
+    assert expected != [1, 0]  # else this test could not tell the two choices apart
+    if len(expected) < 2:
+        with pytest.raises(ValueError, match=f"selection kept only {ids[expected[0]]}"):
+            store.combine(ids, select=True, tta="flip", data=demo_small)
+    else:
+        picked = store.combine(ids, select=True, tta="flip", data=demo_small)
+        assert picked.config["members"] == [ids[i] for i in expected]
+        chosen_val = float((np.mean([flip[i] for i in expected], axis=0).argmax(1) == y).mean())
+        assert picked.metrics["selected_with"] == {"tta": "flip", "val_accuracy": pytest.approx(chosen_val)}
+
+    for kwargs, message in [({"tta": "flip"}, "goes with --select"),
+                            ({"select": True, "tta": "flip"}, "give --data"),
+                            ({"select": True, "tta": "flip", "data": make_demo(n_per_class=4, test_per_class=1, seed=9)}, "not the data set")]:
+        with pytest.raises(ValueError, match=message):
+            store.combine(ids, **kwargs)
 
 
 def test_a_combined_ensembles_label_counts_repeated_architectures():
