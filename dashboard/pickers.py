@@ -186,11 +186,11 @@ def best_of_each_kind(runs: list[Run]) -> list[Run]:
     return [best[k] for k in ("cnn", "dnn", "ensemble") if k in best]
 
 
-def runs_picker(runs: list[Run], key: str, default_count: int = 6, prefer: Callable[[Run], bool] = on_real_faces,
+def runs_picker(runs: list[Run], key: str, default_count: int = 7, prefer: Callable[[Run], bool] = on_real_faces,
                 one_per_kind: bool = False) -> list[Run]:
     """Several runs (for comparisons); starts with the runs the user chose on any page, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
-    FER2013 models: the best CNN, both DNNs and the three ensembles, hence 6), or with ``one_per_kind``
+    FER2013 models: both CNN sizes, a DNN matched to each and the three ensembles, hence 7), or with ``one_per_kind``
     the best CNN, DNN and ensemble of those: for views where each model costs seconds (Explain)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
@@ -204,7 +204,7 @@ def runs_picker(runs: list[Run], key: str, default_count: int = 6, prefer: Calla
 
 def _share_runs(widget_key: str) -> None:
     """A user's choice of runs, for the other pages to start with. Only a choice is shared, not a page's
-    default: Explain's default (three models) would otherwise be Curves' five, at seconds a model."""
+    default: Explain's default (three models) would otherwise be Curves' seven, at seconds a model."""
     st.session_state[state.RUNS_KEY] = list(st.session_state[widget_key])
 
 
