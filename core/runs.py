@@ -533,16 +533,16 @@ def _validation_probs(runs: list[Run], tta: str, data: FaceDataset | None) -> tu
     Without TTA they are the stored ones; with it, predicted again from ``data``
     (the runs share the data set and the validation split: ``_combinable``).
     """
-    stored = [run.predictions() for run in runs]
-    y = stored[0]["val_y"]
+    stored = runs[0].predictions()
+    y = stored["val_y"]
     if tta == "none":
-        return [p["val_probs"] for p in stored], y
+        return [run.predictions()["val_probs"] for run in runs], y
     if data is None:
         raise ValueError(f"--tta {tta} predicts the candidates' validation faces again: give --data, the data set they were trained on")
     if data.fingerprint() != runs[0].metrics["data"]["fingerprint"]:
         raise ValueError(f"--data is not the data set {runs[0].id} was trained on ({runs[0].metrics['data']['source']})")
     _, val = training_split(data, runs[0].train_config())
-    if not np.array_equal(val.ids.astype(str), stored[0]["val_ids"]):
+    if not np.array_equal(val.ids.astype(str), stored["val_ids"]):
         raise ValueError(f"the validation faces of --data do not match those stored with {runs[0].id}")
     return [predict_probs(run.model(), val.images, tta=tta) for run in runs], y
 

@@ -257,12 +257,12 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
     assert run_table([both, cnn, dnn])["weights"].tolist() == ["float16+float32", "float16", "float32"]
 
 
-def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small, runs_dir):
-    """Stored validation predictions are set by hand so that the choice is known:
-    b alone is the best, a mends b's one mistake, c adds nothing."""
-    store = RunStore(runs_dir, shipped=[])
-    runs = [store.train(replace(TINY, epochs=epochs), demo_small) for epochs in (1, 2)]  # one validation split
-    runs.append(store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small))
+def _candidates_a_b_c(store: RunStore, data) -> list[Run]:
+    """Three finished runs on one validation split whose stored validation predictions
+    are set by hand, so that the plain choice is known: b alone is the best, a
+    mends b's one mistake, c adds nothing (selection keeps b + a, accuracy 1.0)."""
+    runs = [store.train(replace(TINY, epochs=epochs), data) for epochs in (1, 2)]
+    runs.append(store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), data))
     y = runs[0].predictions()["val_y"]
     right, wrong = np.eye(7)[y], np.eye(7)[(y + 1) % 7]
     first = np.arange(len(y))[:, None] == 0
@@ -272,9 +272,13 @@ def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small
         "c": 0.2 * right + 0.8 * wrong,  # never right, and no help to b on the first face
     }
     for run, probs in zip(runs, hand.values()):
-        preds = dict(run.predictions())
-        np.savez(run.path / "predictions.npz", **{**preds, "val_probs": probs})
-    ids = [run.id for run in runs]
+        np.savez(run.path / "predictions.npz", **{**run.predictions(), "val_probs": probs})
+    return runs
+
+
+def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small, runs_dir):
+    store = RunStore(runs_dir, shipped=[])
+    ids = [run.id for run in _candidates_a_b_c(store, demo_small)]
     picked = store.combine(ids, select=True)
     assert picked.config["members"] == [ids[1], ids[0]] and picked.metrics["selected_from"] == ids
     assert picked.metrics["val"]["accuracy"] == 1.0
@@ -286,18 +290,11 @@ def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small
 
 def test_combine_select_under_tta_chooses_on_validation_faces_predicted_again(demo_small, runs_dir):
     """With --tta the candidates' validation probabilities are predicted again under
-    it: the stored (plain) ones are set by hand so that choosing on them would give
-    b + a at validation accuracy 1.0, which the TTA choice must not echo."""
+    it: choosing on the stored (plain, hand-set) ones would give b + a at validation
+    accuracy 1.0, which the TTA choice must not echo."""
     store = RunStore(runs_dir, shipped=[])
-    runs = [store.train(replace(TINY, epochs=epochs), demo_small) for epochs in (1, 2)]
-    runs.append(store.train(replace(TINY, epochs=1, model=ModelSpec("dnn", dnn_match="tiny")), demo_small))
+    runs = _candidates_a_b_c(store, demo_small)
     y = runs[0].predictions()["val_y"]
-    right, wrong = np.eye(7)[y], np.eye(7)[(y + 1) % 7]
-    first = np.arange(len(y))[:, None] == 0
-    for run, probs in zip(runs, (np.where(first, right, 0.4 * right + 0.6 * wrong),
-                                 np.where(first, 0.3 * right + 0.7 * wrong, 0.9 * right + 0.1 * wrong),
-                                 0.2 * right + 0.8 * wrong)):
-        np.savez(run.path / "predictions.npz", **{**run.predictions(), "val_probs": probs})
     ids = [run.id for run in runs]
 
     _, val = training_split(demo_small, runs[0].train_config())
