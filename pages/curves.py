@@ -30,9 +30,9 @@ if chosen:
     st.plotly_chart(epoch_times(histories), key="curves_times")
     st.subheader("Summary")
     st.caption("Validation accuracy is the best epoch's (the one kept). An ensemble's parameters and "
-               "time are its members' sums; its curve is the members' mean over the epochs all of them have (the "
-               "shortest member's), a rough picture when the members trained on different schedules. Weights 'float16' or 'int8': the "
-               "kernels are stored at half or a quarter of the bytes to fit the repo, and the accuracies are "
+               "time are its members' sums; its curve is the members' mean over the epochs all of them have "
+               "(the shortest member's), a rough picture when the members trained on different schedules. "
+               "Weights 'float16' or 'int8': the kernels are stored at half or a quarter of the bytes to fit the repo, and the accuracies are "
                "measured with them.")
     st.dataframe(
         run_table(chosen)[SUMMARY_COLUMNS],
