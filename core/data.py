@@ -129,15 +129,28 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def _read_csv(path: Path | str, text: bytes | None = None) -> pd.DataFrame:
-    """All columns as strings, so that nothing is coerced or dropped behind our back."""
+    """All columns as strings, so that nothing is coerced or dropped behind our back; blank lines
+    are kept as rows too, because skipping them would shift every later line number we report."""
     try:
         source = io.BytesIO(text) if text is not None else path
         compression = "gzip" if str(path).endswith(".gz") else None
-        return pd.read_csv(source, dtype=str, keep_default_na=False, compression=compression)
+        return pd.read_csv(source, dtype=str, keep_default_na=False, compression=compression, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
         raise DataError(f"{path}: not a readable CSV file ({str(err).splitlines()[0]})") from None
+
+
+def _without_blank_rows(frame: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    """``frame`` less the blank lines that end the file (editors add them; they hold no face);
+    a blank line between faces is an error at its line, not a row dropped silently."""
+    blank = frame.apply(lambda column: column.str.strip().eq("")).all(axis=1).to_numpy()
+    faces = np.flatnonzero(~blank)
+    frame = frame.iloc[: faces[-1] + 1 if faces.size else 0]
+    if blank[: len(frame)].any():
+        row = int(np.flatnonzero(blank)[0])
+        raise DataError(f"{path}: line {row + 2} is empty (every line after the header must hold one face)")
+    return frame
 
 
 def _parse_pixels(column: pd.Series, path: Path | str, field_name: str) -> np.ndarray:
@@ -194,7 +207,7 @@ def load_csv(path: Path | str, text: bytes | None = None) -> FaceDataset:
     ``id,feature`` (unlabelled test). ``text`` lets the dashboard pass an upload
     that stays in memory.
     """
-    frame = _read_csv(path, text)
+    frame = _without_blank_rows(_read_csv(path, text), path)
     columns = set(frame.columns)
     if len(frame) == 0:
         raise DataError(f"{path}: header only, no rows")

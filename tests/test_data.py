@@ -71,6 +71,7 @@ def test_image_folder_any_size_and_colour(tmp_path):
         ("emotion,pixels\n0,{big}\n", "value 1 is 256, outside 0..255"),
         ("", "the file is empty"),
         ("emotion,pixels,Usage\n", "header only"),
+        ("emotion,pixels\n0,{good}\n\n3,{good}\n", "line 3 is empty"),
     ],
 )
 def test_bad_csv_names_file_row_and_field(tmp_path, text, message):
@@ -87,6 +88,12 @@ def test_bad_csv_names_file_row_and_field(tmp_path, text, message):
     with pytest.raises(DataError) as err:
         load_csv(path)
     assert message in str(err.value) and "bad.csv" in str(err.value)
+
+
+def test_blank_lines_ending_a_file_are_not_faces(tmp_path, kaggle_rows):
+    path = tmp_path / "fer.csv"
+    path.write_text(_kaggle_text(kaggle_rows) + "\n\n")
+    assert len(load_csv(path)) == len(kaggle_rows)
 
 
 def test_unknown_emotion_folder_is_named(tmp_path):
