@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,15 +115,33 @@ def canonical_split(name: str) -> str:
     return _SPLIT_ALIASES.get(name.strip().lower(), name.strip())
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with every class in the same proportion in both parts."""
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, source: str = "the training faces"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with every class in the same proportion in both parts;
+    DataError naming ``source`` when some emotion has too few faces for that."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
     if val_fraction <= 0:
         return index, index[:0]
+    _check_stratifiable(labels, val_fraction, source)
     train, val = train_test_split(index, test_size=val_fraction, random_state=seed, stratify=labels)
     return np.sort(train), np.sort(val)
+
+
+def _check_stratifiable(labels: np.ndarray, val_fraction: float, source: str) -> None:
+    """sklearn's own errors for these name neither the data nor the emotion, so a user cannot tell what to add."""
+    counts = np.bincount(labels, minlength=len(EMOTIONS))
+    single = [EMOTIONS[label] for label in np.flatnonzero(counts == 1)]
+    if single:
+        raise DataError(f"{source}: 1 face of {', '.join(single)}; a validation split that keeps every "
+                        "emotion's share needs at least 2 faces of each")
+    present = int((counts > 0).sum())
+    n_val = math.ceil(val_fraction * len(labels))  # as sklearn rounds it
+    if min(n_val, len(labels) - n_val) < present:
+        raise DataError(f"{source}: {len(labels)} faces split {len(labels) - n_val} (training) / {n_val} (validation), "
+                        f"but each part needs at least one face of each of the {present} emotions present")
 
 
 # --------------------------------------------------------------------------- CSV

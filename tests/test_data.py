@@ -132,6 +132,19 @@ def test_stratified_split_keeps_class_shares_and_is_seeded():
     assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4)[1])
 
 
+@pytest.mark.parametrize(
+    "counts, message",
+    [
+        ([10, 1, 10, 10, 10, 10, 10], "fer.csv: 1 face of Disgust"),
+        ([2] * 7, "fer.csv: 14 faces split 12 (training) / 2 (validation), but each part needs"),
+    ],
+)
+def test_a_split_too_small_for_every_emotion_names_the_data_and_the_emotion(counts, message):
+    with pytest.raises(DataError) as err:
+        stratified_split(np.repeat(np.arange(7), counts), 0.1, seed=0, source="fer.csv")
+    assert message in str(err.value)
+
+
 def test_face48_crops_to_square_before_resizing():
     wide = np.zeros((100, 300), np.uint8)
     wide[:, 100:200] = 255  # a white centre square in a black wide image
