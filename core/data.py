@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 EMOTIONS: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 SIZE = 48
@@ -255,21 +255,67 @@ def load_csv(path: Path | str, text: bytes | None = None) -> FaceDataset:
 
 
 def to_face48(image: Image.Image) -> np.ndarray:
-    """(48, 48) uint8 grey from any PIL image: centre square crop, grey, resize.
+    """(48, 48) uint8 grey from any PIL image: upright (:func:`upright_rgb`), centre square crop, grey, resize.
 
     Cropping before resizing keeps a non-square photo from being squashed.
     """
-    if image.mode in ("RGBA", "LA", "P"):
-        # Transparent pixels become white, not black, like a viewer shows them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    grey = image.convert("L")
+    grey = Image.fromarray(upright_rgb(image)).convert("L")
     w, h = grey.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     grey = grey.crop((left, top, left + side, top + side))
     return np.asarray(grey.resize((SIZE, SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def upright_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any PIL image as a viewer shows it; photo uploads and image folders
+    both decode through here, so one picture gives one face either way.
+
+    Honours the EXIF orientation tag (phones store photos sideways and say so
+    in EXIF), composites transparency on white, and turns palette, grey, CMYK
+    and 16-bit images into 8-bit RGB (16-bit rescaled, not clipped).
+    """
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
+        pass
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """8-bit RGB array from any PIL mode."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit (or 32-bit) grey: scale the full range to 0..255 rather than clip it.
+        arr = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        else:
+            top = 65535.0 if arr.size and arr.max() > 255 else 255.0
+        grey = np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+    if mode == "CMYK":
+        return np.asarray(_cmyk_to_rgb(image), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """CMYK through its embedded ICC profile when it has one, else PIL's plain formula."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001 - a bad profile: fall back to the formula
+            pass
+    return image.convert("RGB")
 
 
 def read_image(path: Path) -> Image.Image:

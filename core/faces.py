@@ -107,9 +107,10 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from core import centerface
+from core.data import upright_rgb
 
 SIZE = 48
 
@@ -128,9 +129,8 @@ class PhotoError(ValueError):
 def load_photo(data: bytes) -> np.ndarray:
     """(H, W, 3) uint8 RGB from the bytes of an image file, decoded in memory.
 
-    Honours the EXIF orientation tag (phones store photos sideways and say so
-    in EXIF), composites transparency on white, and turns palette, grey,
-    CMYK and 16-bit images into 8-bit RGB. The pixel count is checked from the
+    Decoded as image-folder faces are (:func:`core.data.upright_rgb`: EXIF
+    orientation, transparency on white, 8-bit RGB from any mode). The pixel count is checked from the
     header *before* the pixels are decoded, so a decompression bomb (a small
     file that claims to be gigapixels) costs nothing.
 
@@ -166,11 +166,7 @@ def load_photo(data: bytes) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - zlib, struct, syntax errors from damaged data
         raise PhotoError(f"The image file is damaged and cannot be decoded ({type(err).__name__}).") from None
 
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored
-        pass
-    return _to_rgb(image)
+    return upright_rgb(image)
 
 
 def _too_large_message(width: int | None = None, height: int | None = None) -> str:
@@ -179,42 +175,6 @@ def _too_large_message(width: int | None = None, height: int | None = None) -> s
         f"The image is too large{size}: the limit is {MAX_PIXELS // 1_000_000} megapixels. "
         "Please upload a smaller photo."
     )
-
-
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    """8-bit RGB array from any PIL mode."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16-bit (or 32-bit) grey: scale the full range to 0..255 rather than clip it.
-        arr = np.asarray(image, dtype=np.float64)
-        if mode == "F":
-            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
-        else:
-            top = 65535.0 if arr.size and arr.max() > 255 else 255.0
-        grey = np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
-    if mode == "CMYK":
-        return np.asarray(_cmyk_to_rgb(image), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
-    """CMYK through its embedded ICC profile when it has one, else PIL's plain formula."""
-    profile = image.info.get("icc_profile")
-    if profile:
-        try:
-            from PIL import ImageCms
-
-            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
-        except Exception:  # noqa: BLE001 - a bad profile: fall back to the formula
-            pass
-    return image.convert("RGB")
 
 
 # ---------------------------------------------------------------------------

@@ -152,6 +152,29 @@ def test_face48_crops_to_square_before_resizing():
     assert face.min() > 200  # only the centre square survives, not squashed black borders
 
 
+def _one_image_folder(tmp_path, image: Image.Image, name: str, **save) -> np.ndarray:
+    folder = tmp_path / "train" / "happy"
+    folder.mkdir(parents=True)
+    image.save(folder / name, **save)
+    return load_dataset(tmp_path).images[0]
+
+
+def test_image_folder_turns_photos_by_their_exif_orientation(tmp_path):
+    stored = np.zeros((48, 96), np.uint8)
+    stored[:24] = 255  # stored sideways: white on top; shown turned 90 degrees clockwise, white on the right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    face = _one_image_folder(tmp_path, Image.fromarray(stored), "a.jpg", quality=95, exif=exif.tobytes())
+    assert face[:, :20].mean() < 30 and face[:, 28:].mean() > 225
+
+
+def test_image_folder_rescales_16_bit_grey_instead_of_clipping(tmp_path):
+    grey16 = np.full((48, 48), 16384, np.uint16)
+    grey16[:, 24:] = 49152  # a quarter and three quarters of the 16-bit range
+    face = _one_image_folder(tmp_path, Image.fromarray(grey16), "a.png")
+    assert abs(int(face[0, 0]) - 64) <= 1 and abs(int(face[0, -1]) - 191) <= 1
+
+
 def test_dataset_rejects_wrong_shapes():
     with pytest.raises(ValueError):
         FaceDataset(np.zeros((2, 48, 47), np.uint8), np.zeros(2, int), np.array(["a", "b"]), np.array(["1", "2"]), "x")
