@@ -378,13 +378,30 @@ def concat(datasets: list[FaceDataset], source: str) -> FaceDataset:
     )
 
 
+def user_path(text: str | Path) -> Path:
+    """``text`` with a leading ``~`` or ``~user`` expanded; DataError rather than pathlib's
+    RuntimeError when this server has no such home directory."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise DataError(f"{text}: no home directory for '{Path(text).parts[0]}' on this server") from None
+
+
 def load_dataset(source: str | Path) -> FaceDataset:
     """``"demo"``, a CSV file, a folder of CSVs (homework ``train.csv``/``test.csv``), or an image tree."""
     if str(source) == "demo":
         from core.demo import make_demo
 
         return make_demo()
-    path = Path(source).expanduser()
+    path = user_path(source)
+    try:
+        return _load_path(path)
+    except OSError as err:  # a folder we may not read, a pipe or device, ...: a message, not a traceback
+        raise DataError(f"{err.filename or path}: cannot be read ({err.strerror or err})") from None
+
+
+def _load_path(path: Path) -> FaceDataset:
+    """The loader is told by what the path is: a CSV file, a folder of CSVs, else an image tree."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file():

@@ -14,7 +14,6 @@ then stays in use.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -63,8 +62,8 @@ def _path_picker(key: str, current: state.DataSource) -> None:
         "or an image tree <split>/<emotion>/*.png",
     )
     if st.button("Load", key=f"{key}_load", disabled=not path.strip()):
-        source = state.DataSource("path", str(Path(path.strip()).expanduser().resolve()))
         try:
+            source = state.path_source(path)
             state.load(source)
         except DataError as err:
             st.error(str(err))

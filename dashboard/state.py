@@ -14,6 +14,7 @@ keys that are not widget keys, so they survive switching pages.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.data import FaceDataset, load_csv, load_dataset
+from core.data import FaceDataset, load_csv, load_dataset, user_path
 from core.runs import Run, RunStore, default_root
 
 SOURCE_KEY = "data_source"  # the DataSource in use
@@ -60,6 +61,13 @@ class Loaded:
 
     data: FaceDataset
     fingerprint: str
+
+
+def path_source(text: str) -> DataSource:
+    """A server path as the user typed it, made absolute, so one file is one cached load and one label
+    however it was written. ``os.path.realpath``, not ``Path.resolve``: a symlink loop then reads as a
+    missing file, not a RuntimeError; DataError for a ``~user`` this server does not have."""
+    return DataSource("path", os.path.realpath(user_path(text.strip())))
 
 
 def upload_source(name: str, text: bytes) -> DataSource:

@@ -1,4 +1,5 @@
-"""Dashboard part 2 with Streamlit's AppTest: Home's photo upload, Explain and Filters.
+"""Dashboard part 2 with Streamlit's AppTest: Home's photo upload, the Data page's path errors,
+Explain, Trust and Filters.
 
 Runs come from the session-wide ``dashboard_runs`` store (conftest: a tiny
 CNN, a 2-member tiny ensemble, a DNN matched to tiny); each test points
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -219,6 +221,24 @@ def test_read_photo_and_prediction_table_without_a_browser(two_faces):
     table = prediction_table({"a": np.eye(7)[[3, 5]], "b": np.full((2, 7), 1 / 7)})
     assert table.loc["face 1", "a"] == "Happy 100%" and table.loc["face 2", "a"] == "Surprise 100%"
     assert table.loc["face 2", "b"] == "Angry 14%"  # a tie goes to the first emotion
+
+
+# ------------------------------------------------------------- data pickers
+
+
+@pytest.mark.parametrize("typed, words", [("~nosuchuser/fer.csv", "no home directory for '~nosuchuser'"),
+                                          ("{pipe}", "cannot be read")])
+def test_a_server_path_that_cannot_be_read_is_a_message_not_a_traceback(typed, words, tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "empty"))
+    monkeypatch.setattr(core.runs, "shipped_roots", lambda: [])
+    os.mkfifo(tmp_path / "fer.pipe")
+    at = open_page("data.py")
+    at.radio(key="data_source_kind").set_value("path").run()
+    at.text_input(key="data_source_path").input(typed.format(pipe=tmp_path / "fer.pipe")).run()
+    at.button(key="data_source_load").click().run()
+    assert not at.exception, at.exception
+    assert words in at.error[0].value
+    assert "data_source" not in at.session_state  # the demo set stays in use
 
 
 # ---------------------------------------------------------------- explain

@@ -1,6 +1,7 @@
 """Loaders for the three layouts, and one clear error per kind of bad input."""
 
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -116,6 +117,15 @@ def test_truncated_image_is_named(tmp_path):
 def test_missing_path():
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset("/nonexistent/fer.csv")
+
+
+def test_a_path_that_cannot_be_read_is_named(tmp_path):
+    pipe = tmp_path / "fer.pipe"
+    os.mkfifo(pipe)  # there, but neither a file nor a folder: reading it as a folder fails with an OSError
+    with pytest.raises(DataError, match=f"{pipe}: cannot be read"):
+        load_dataset(pipe)
+    with pytest.raises(DataError, match="~nosuchuser/fer.csv: no home directory for '~nosuchuser'"):
+        load_dataset("~nosuchuser/fer.csv")
 
 
 def test_upload_in_memory_is_read_like_a_file(kaggle_rows):
