@@ -329,6 +329,8 @@ def method_ranking(table: pd.DataFrame, threshold: float) -> go.Figure:
     panels = [("gain", "faithfulness gain", 0.0), ("sanity_spearman", "sanity: final Spearman", threshold),
               ("mass_ratio", "ground truth: mass ratio", 1.0), ("explain_s", "ms per face", None)]
     panels = [p for p in panels if table[p[0]].notna().any()]
+    if not panels:  # no method ranked (a DNN with only Grad-CAM): nothing to draw
+        return go.Figure()
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title, _ in panels])
     for col, (column, title, level) in enumerate(panels, start=1):
         values = table[column] * (1000 if column == "explain_s" else 1)

@@ -65,18 +65,19 @@ if table is None:
                               progress=lambda what, done, total: bar.progress(done / total, text=what))
     intro.empty()
 
-st.subheader("Ranking")
 shown = table[table["gain"].notna()]
-st.plotly_chart(method_ranking(shown, PASS_SPEARMAN), key="trust_chart")
-columns = [c for c in ["title", *list(COLUMNS)[1:]] if table[c].notna().any()]
-formats = {"sanity_pass": "percent", "pointing": "percent", "pointing_random": "percent"}
-st.dataframe(
-    shown[columns],
-    hide_index=True,
-    column_config={"title": st.column_config.TextColumn("method")}
-    | {c: st.column_config.NumberColumn(LABELS.get(c, c), help=COLUMNS[c], format=formats.get(c, "%.3f"))
-       for c in columns if c != "title"},
-)
+if len(shown):  # none when no chosen method applies to the model (a DNN with only Grad-CAM): the notes below say why
+    st.subheader("Ranking")
+    st.plotly_chart(method_ranking(shown, PASS_SPEARMAN), key="trust_chart")
+    columns = [c for c in ["title", *list(COLUMNS)[1:]] if table[c].notna().any()]
+    formats = {"sanity_pass": "percent", "pointing": "percent", "pointing_random": "percent"}
+    st.dataframe(
+        shown[columns],
+        hide_index=True,
+        column_config={"title": st.column_config.TextColumn("method")}
+        | {c: st.column_config.NumberColumn(LABELS.get(c, c), help=COLUMNS[c], format=formats.get(c, "%.3f"))
+           for c in columns if c != "title"},
+    )
 for row in table[table["gain"].isna()].itertuples():
     st.info(f"**{row.title}**: {row.note}")
 if sample.masks is None:

@@ -424,6 +424,14 @@ def test_trust_page_notes_methods_a_dnn_cannot_use(lab):
     assert any("Grad-CAM" in i.value and "convolutional" in i.value for i in at.info)
 
 
+def test_trust_page_with_no_method_the_model_can_use_shows_only_the_notes(lab):
+    at = _trust(lab.dnn.id, ["gradcam", "gradcampp"])
+    at.button(key="trust_compute").click().run()
+    assert not at.exception, at.exception
+    assert not at.get("plotly_chart") and not at.dataframe  # nothing ranked: no chart, no table
+    assert [i.value.split("**")[1] for i in at.info] == ["Grad-CAM", "Grad-CAM++"]
+
+
 # ---------------------------------------------------------------- filters
 
 

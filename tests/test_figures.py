@@ -11,6 +11,7 @@ from core.figures import (
     class_distribution,
     confusion_heatmap,
     epoch_times,
+    method_ranking,
     normalize_rows,
     per_class_bars,
     sample_grid,
@@ -153,3 +154,10 @@ def test_best_models_rank_real_face_runs_first_and_name_each_data_set_once(tmp_p
     assert table["real faces"].tolist() == sorted(table["real faces"], reverse=True) and table["real faces"].iloc[0]
     assert table[~table["real faces"]]["test accuracy"].max() > table[table["real faces"]]["test accuracy"].max()
     assert set(table["data"]) == {"demo", "fer2013.csv.gz"}  # one name per data set, whatever path trained it
+
+
+def test_method_ranking_without_a_ranked_method_is_an_empty_figure():
+    """A DNN with only Grad-CAM chosen: every gain is NaN, so there is nothing to rank (and no crash)."""
+    columns = ("gain", "gain_sem", "sanity_spearman", "mass_ratio", "explain_s")
+    table = pd.DataFrame({"title": ["Grad-CAM", "Grad-CAM++"]} | {c: [np.nan, np.nan] for c in columns})
+    assert method_ranking(table, 0.5).data == ()
