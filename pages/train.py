@@ -26,7 +26,8 @@ st.caption(f"Trains on **{source.label}** ({len(loaded.data):,} faces); change i
 # this trains); the form's last values are kept here and given back on return.
 FORM_KEY = "train_form"
 defaults = {"train_kind": "cnn", "train_preset": "tiny" if source.kind == "demo" else DEFAULT_CNN, "train_epochs": 10,
-            "train_seed": 0, "train_members": 3, "train_resample": True, "train_normalize": True, "train_augment": True}
+            "train_seed": 0, "train_members": 3, "train_resample": True, "train_normalize": True, "train_augment": True,
+            "train_teacher": "none"}
 for key, value in defaults.items():
     pickers.seed_widget(key, st.session_state.get(FORM_KEY, {}).get(key, value))
 
@@ -46,6 +47,8 @@ if kind == "cnn":
     # Distillation: the chosen run's probabilities on the training faces join the labels as targets.
     teachers = {r.id: r for r in state.run_store().list()
                 if split_problem(r, TrainConfig(seed=int(seed)).to_dict(), loaded.fingerprint) is None}
+    # The remembered teacher may be gone (deleted) or validated on another split (another seed).
+    pickers.seed_widget("train_teacher", "none", valid=["none", *teachers])
     teacher = right.selectbox("Distil from (its answers join the labels as targets)", ["none", *teachers],
                               format_func=pickers.option_title(teachers), key="train_teacher",
                               help="Usually an ensemble trained on this data with the same seed.")

@@ -1,5 +1,5 @@
 """Dashboard part 2 with Streamlit's AppTest: Home's photo upload, the Data page's path errors,
-Explain, Trust and Filters.
+the Train page's remembered form, Explain, Trust and Filters.
 
 Runs come from the session-wide ``dashboard_runs`` store (conftest: a tiny
 CNN, a 2-member tiny ensemble, a DNN matched to tiny); each test points
@@ -239,6 +239,25 @@ def test_a_server_path_that_cannot_be_read_is_a_message_not_a_traceback(typed, w
     assert not at.exception, at.exception
     assert words in at.error[0].value
     assert "data_source" not in at.session_state  # the demo set stays in use
+
+
+# -------------------------------------------------------------------- train
+
+
+def test_train_page_remembers_the_teacher_unless_it_is_no_longer_offered(lab):
+    at = open_page("train.py")
+    at.selectbox(key="train_teacher").set_value(lab.ensemble.id).run()
+    at.switch_page("../pages/data.py").run()
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train_teacher").value == lab.ensemble.id
+    assert f"--teacher {lab.ensemble.id}" in at.code[0].value
+
+    at.switch_page("../pages/data.py").run()
+    at.session_state["train_form"] = at.session_state["train_form"] | {"train_teacher": "tiny-deleted"}
+    at.switch_page("../pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train_teacher").value == "none" and "--teacher" not in at.code[0].value
 
 
 # ---------------------------------------------------------------- explain
