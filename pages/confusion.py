@@ -89,9 +89,8 @@ if trained_on["fingerprint"] != loaded.fingerprint:
     st.info(f"These faces are in the data set this run was evaluated on ({trained_on['source']}), "
             f"not in the one loaded now ({state.current_source().label}). Load it to see them.")
     if trained_on["source"] == "demo" or Path(trained_on["source"]).exists():
-        kind = "demo" if trained_on["source"] == "demo" else "path"
         if st.button(f"Load {trained_on['source']}", key="confusion_load_data"):
-            state.use_source(state.DataSource(kind, trained_on["source"]))
+            state.use_source(state.DEMO if trained_on["source"] == "demo" else state.path_source(trained_on["source"]))
             st.rerun()
     st.stop()
 

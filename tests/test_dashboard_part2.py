@@ -1,5 +1,5 @@
 """Dashboard part 2 with Streamlit's AppTest: Home's photo upload, the Data page's path errors,
-the Train page's remembered form, Explain, Trust and Filters.
+the Train page's remembered form, Confusion's data loading, Explain, Trust and Filters.
 
 Runs come from the session-wide ``dashboard_runs`` store (conftest: a tiny
 CNN, a 2-member tiny ensemble, a DNN matched to tiny); each test points
@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from core.explain.compare import compare_methods, held_out_sample
 from core.explain.trust import deletion_insertion, passes, sanity_check
 from dashboard.overlay import colormap, enlarge_to, heat_overlay, stretch
 from dashboard.photo_upload import prediction_table, read_photo
+from dashboard.state import DataSource
 
 METHODS = ("Saliency", "SmoothGrad", "Grad-CAM", "LIME")
 
@@ -241,7 +243,7 @@ def test_a_server_path_that_cannot_be_read_is_a_message_not_a_traceback(typed, w
     assert "data_source" not in at.session_state  # the demo set stays in use
 
 
-# -------------------------------------------------------------------- train
+# ------------------------------------------------------- train and confusion
 
 
 def test_train_page_remembers_the_teacher_unless_it_is_no_longer_offered(lab):
@@ -258,6 +260,22 @@ def test_train_page_remembers_the_teacher_unless_it_is_no_longer_offered(lab):
     at.switch_page("../pages/train.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="train_teacher").value == "none" and "--teacher" not in at.code[0].value
+
+
+def test_confusion_page_loads_the_runs_data_by_its_absolute_path(lab, tmp_path, monkeypatch):
+    """A run trained with a relative --data path: its Load button makes the path absolute, as the Data page does."""
+    run = shutil.copytree(lab.cnn.path, tmp_path / "runs" / lab.cnn.path.name)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["data"] |= {"source": "faces.csv", "fingerprint": "another-data-set"}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    rows = "".join(f"{i},{' '.join(['7'] * 2304)}\n" for i in range(7))
+    (tmp_path / "faces.csv").write_text("emotion,pixels\n" + rows)
+    monkeypatch.setenv("FERLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    at = open_page("confusion.py", {"selected_runs": [lab.cnn.id]})
+    at.button(key="confusion_load_data").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["data_source"] == DataSource("path", str((tmp_path / "faces.csv").resolve()))
 
 
 # ---------------------------------------------------------------- explain
