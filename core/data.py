@@ -116,7 +116,7 @@ def canonical_split(name: str) -> str:
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int, source: str = "the training faces"
+    labels: np.ndarray, val_fraction: float, seed: int, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val) with every class in the same proportion in both parts;
     DataError naming ``source`` when some emotion has too few faces for that."""

@@ -101,7 +101,7 @@ def training_split(data: FaceDataset, config: TrainConfig) -> tuple[FaceDataset,
     for every member, so the ensemble rules can be compared on it)."""
     pool = data.split(config.train_split)
     pool = pool.subset(pool.labelled)
-    train_idx, val_idx = stratified_split(pool.labels, config.val_fraction, config.seed)
+    train_idx, val_idx = stratified_split(pool.labels, config.val_fraction, config.seed, source=data.source)
     if config.bootstrap is not None and config.resample:
         rng = np.random.default_rng(config.bootstrap)
         train_idx = rng.choice(train_idx, size=len(train_idx), replace=True)
@@ -375,9 +375,11 @@ def carry(workdir: Path, dest_root: Path) -> Path:
     and renamed, so an older carry of the run is replaced whole or not at all.
     """
     workdir, dest_root = Path(workdir), Path(dest_root)
+    dest, tmp, old = (dest_root / name for name in (workdir.name, f".{workdir.name}.tmp", f".{workdir.name}.old"))
+    if dest.resolve() == workdir.resolve():
+        raise ValueError(f"{workdir}: carrying a run into its own folder would replace its checkpoints; name another folder")
     history, model = _last_epoch(workdir)
     dest_root.mkdir(parents=True, exist_ok=True)
-    dest, tmp, old = (dest_root / name for name in (workdir.name, f".{workdir.name}.tmp", f".{workdir.name}.old"))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_packed(model, tmp / CARRIED_WEIGHTS, "float16")
@@ -388,6 +390,14 @@ def carry(workdir: Path, dest_root: Path) -> Path:
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def resume_checkpoint(workdir: Path, history: pd.DataFrame | None = None) -> str | None:
+    """The file ``fit`` resumes ``workdir`` from: 'last.keras' (weights and optimiser),
+    ``CARRIED_WEIGHTS`` (a ``carry``), or None when it starts afresh (no finished epoch)."""
+    if not len(read_history(workdir) if history is None else history):
+        return None
+    return next((name for name in ("last.keras", CARRIED_WEIGHTS) if (Path(workdir) / name).exists()), None)
 
 
 def read_history(workdir: Path) -> pd.DataFrame:
@@ -489,11 +499,11 @@ def fit(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     history = read_history(workdir)
+    checkpoint = resume_checkpoint(workdir, history)
+    resumed, carried = checkpoint == "last.keras", checkpoint == CARRIED_WEIGHTS
+    if checkpoint is None:
+        history = history.iloc[:0]
     done = len(history)
-    resumed = done and (workdir / "last.keras").exists()
-    carried = done and not resumed and (workdir / CARRIED_WEIGHTS).exists()
-    if not (resumed or carried):
-        history, done = history.iloc[:0], 0
     member_seed = config.seed + (config.bootstrap or 0)
     keras.utils.set_random_seed(stream_seed(member_seed, done))  # init, and the augmentation layers' draws
     train, val = training_split(data, config)
@@ -531,9 +541,9 @@ def fit(
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
                   shuffle=False, verbose=0)  # train_ds reshuffles itself each epoch
     history = read_history(workdir)
-    # A checkpoint carried to another machine may hold only last.keras.
+    # Without a best.keras (a carried run with no epoch left to train) the last epoch's weights, in hand, are the answer.
     epoch = best_epoch(workdir, history)
-    best = keras.models.load_model(workdir / ("best.keras" if epoch else "last.keras"), safe_mode=True)
+    best = keras.models.load_model(workdir / "best.keras", safe_mode=True) if epoch else model
     return FitResult(
         model=inference_model(best, config.model),
         history=history,

@@ -135,11 +135,11 @@ def test_upload_in_memory_is_read_like_a_file(kaggle_rows):
 
 def test_stratified_split_keeps_class_shares_and_is_seeded():
     labels = np.repeat(np.arange(7), [100, 10, 100, 200, 100, 80, 120])
-    train, val = stratified_split(labels, 0.1, seed=3)
+    train, val = stratified_split(labels, 0.1, seed=3, source="demo")
     assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
     np.testing.assert_allclose(np.bincount(labels[val], minlength=7) / len(val), np.bincount(labels) / len(labels), atol=0.02)
-    assert np.array_equal(val, stratified_split(labels, 0.1, seed=3)[1])
-    assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4)[1])
+    assert np.array_equal(val, stratified_split(labels, 0.1, seed=3, source="demo")[1])
+    assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4, source="demo")[1])
 
 
 @pytest.mark.parametrize(
