@@ -36,9 +36,14 @@ FILENAMES = {"float16": "model.f16.npz", "int8": "model.i8.npz"}
 PRECISIONS = ("float32", "float16", "int8")  # fewer bytes each: a run can only move right, the dropped bits are gone
 
 
-def packed_file(run_path: Path) -> Path | None:
-    """The packed weights file in a run folder, or None for a float32 ``model.keras`` run."""
-    return next((run_path / name for name in FILENAMES.values() if (run_path / name).exists()), None)
+def weights_file(run_path: Path, stored_as: str) -> Path:
+    """The file holding a run's weights as its metrics say they are stored (``model.keras`` for float32).
+
+    Named by the metrics, not found by looking: ``RunStore.pack`` writes the new
+    file and the new metrics before it deletes the old file, so for a moment
+    both files are there, and the metrics say which one is the run's.
+    """
+    return run_path / FILENAMES.get(stored_as, "model.keras")
 
 
 def quantize_int8(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,14 @@ An ensemble is a run whose config lists its member runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from core import packing
 from core.data import FaceDataset, canonical_split
@@ -41,6 +43,7 @@ from core.training import (
     fit,
     hardware,
     read_history,
+    resume_checkpoint,
     save_atomic,
     training_split,
     write_text_atomic,
@@ -151,10 +154,10 @@ class Run:
     def model(self) -> keras.Model:
         """The Keras model (an ensemble: one model averaging its members' probabilities)."""
         if not self.is_ensemble:
-            packed = packing.packed_file(self.path)  # by RunStore.pack
-            if packed is not None:
-                return packing.load_packed(packed, self.train_config().model)
-            return keras.models.load_model(self.path / "model.keras", safe_mode=True)
+            file = packing.weights_file(self.path, self.weights)
+            if file.suffix == ".keras":
+                return keras.models.load_model(file, safe_mode=True)
+            return packing.load_packed(file, self.train_config().model)  # by RunStore.pack
         members = [Run(p).model() for p in self.member_paths()]
         # Re-wrapped under unique names: members of one preset share a model name.
         members = [keras.Model(m.input, m.output, name=f"member{i}") for i, m in enumerate(members)]
@@ -228,8 +231,9 @@ class RunStore:
     def in_progress(self) -> list[tuple[str, dict]]:
         """(run id, last progress tick) of unfinished runs that have started.
 
-        Each tick says ``alive``: whether the process that wrote it still runs
-        (on this machine), so a killed training shows as interrupted at once.
+        Each tick says ``alive``: whether a process trains the run now (holds its
+        lock, ``RunBusy``), so a killed training shows as interrupted at once and a
+        slow one (a long validation, the final predictions) still as running.
         """
         if not self.root.exists():
             return []
@@ -241,7 +245,7 @@ class RunStore:
                     state = json.loads(tick.read_text())
                 except (OSError, json.JSONDecodeError):
                     continue
-                out.append((p.name, {**state, "alive": _alive(state.get("pid"))}))
+                out.append((p.name, {**state, "alive": training_now(p)}))
         return out
 
     def delete(self, run_id: str) -> None:
@@ -268,19 +272,24 @@ class RunStore:
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
-        init = self.start_weights(config.init_from) if config.init_from is not None else None
-        teacher = self._teacher(config, data).model() if config.teacher is not None else None
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
-        if config.init_from is not None:
-            write_text_atomic(path / START_CURVE, self.start_curve(config.init_from).to_csv(index=False))
-        member = "bag" if config.resample else "member"
-        label = f"{config.model.arch}" + (f" {member}{config.bootstrap}" if config.bootstrap is not None else "")
-        write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
-        result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init, teacher=teacher,
-                     policy=policy)
-        save_atomic(result.model, path / "model.keras")
-        self._finish(path, data, config, result)
+        with _training_lock(path):
+            if (done := self._finished(run_id)) is not None:  # finished by the process that held the lock
+                return done
+            # A resumed run ignores its start weights, and the run it started from may have moved on since.
+            init = None
+            if config.init_from is not None and resume_checkpoint(path) is None:
+                init = self.start_weights(config.init_from)
+                write_text_atomic(path / START_CURVE, self.start_curve(config.init_from).to_csv(index=False))
+            teacher = self._teacher(config, data).model() if config.teacher is not None else None
+            member = "bag" if config.resample else "member"
+            label = f"{config.model.arch}" + (f" {member}{config.bootstrap}" if config.bootstrap is not None else "")
+            write_text_atomic(path / "config.json", json.dumps({**cfg, "kind": "single", "label": label}, indent=2))
+            result = fit(config, data, path, progress=_Ticker(path, progress), strategy=strategy, init=init,
+                         teacher=teacher, policy=policy)
+            save_atomic(result.model, path / "model.keras")
+            self._finish(path, data, config, result)
         return Run(path)
 
     def start_weights(self, ref: str) -> keras.Model:
@@ -376,9 +385,10 @@ class RunStore:
             finished=time.strftime("%Y-%m-%d %H:%M:%S"),
         )
         report.update(keep or {})
+        write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
+        # The checkpoints go once the metrics mark the run finished: a kill in between leaves a finished run, not a lost one.
         for name in ("last.keras", "best.keras", BEST_EPOCH, "progress.json", CARRIED_WEIGHTS):
             (path / name).unlink(missing_ok=True)
-        write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
 
     def ensemble(
         self,
@@ -517,13 +527,16 @@ class RunStore:
             rules = before.get("rules_float32") or {rule: _accuracies(m) for rule, m in before["rules"].items()}
             _write_ensemble(run.path, run.config, members, keep={**keep, "rules_float32": rules})
             return Run(run.path)
-        packing.save_packed(run.model(), run.path / packing.FILENAMES[kernels], kernels)
-        for name in ("model.keras", *(packing.FILENAMES[p] for p in packing.PRECISIONS[1:] if p != kernels)):
-            (run.path / name).unlink(missing_ok=True)  # the packed file is the run's only weights now
         config = run.train_config()
+        file = packing.weights_file(run.path, kernels)
+        packing.save_packed(run.model(), file, kernels)
+        packed = packing.load_packed(file, config.model)
         train, val = training_split(data, config)
-        packed = Run(run.path).model()
         self._finish(run.path, data, config, FitResult(packed, run.history(), before["best_epoch"], before["train_seconds"], train, val), keep=keep)
+        # Only now, with the metrics naming the packed file, are the others dropped: a kill before leaves a whole run.
+        for other in packing.PRECISIONS:
+            if other != kernels:
+                packing.weights_file(run.path, other).unlink(missing_ok=True)
         return Run(run.path)
 
 
@@ -639,16 +652,40 @@ def _bootstrap(config: TrainConfig, member: int) -> TrainConfig:
     return replace(config, bootstrap=member)
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
+class RunBusy(ValueError):
+    """Another process is training this run now."""
+
+
+TRAINING_LOCK = ".training.lock"
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path, wait: float = 2.0) -> Iterator[None]:
+    """Held while a process trains the run in ``path``: a second writer (two students
+    starting the same run, the CLI beside the dashboard) is refused, not interleaved.
+
+    An OS file lock (``filelock``), so it goes with the process: a killed training
+    leaves no stale lock, and its run resumes at once. ``wait``: a trainer waits a
+    moment, since a dashboard's probe (``training_now``) may hold the lock briefly.
+    """
+    lock = FileLock(path / TRAINING_LOCK)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise RunBusy(f"run {path.name} is being trained by another process now ({path / TRAINING_LOCK})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def training_now(path: Path) -> bool:
+    """Whether some process holds the training lock of the run in ``path``."""
+    try:
+        with _training_lock(path, wait=0):
+            return False
+    except RunBusy:
         return True
-    return True
 
 
 def _report_split(data: FaceDataset) -> FaceDataset | None:
@@ -687,6 +724,6 @@ class _Ticker:
         now = time.monotonic()
         if now - self.last >= 1.0 or tick.batch == tick.batches:
             self.last = now
-            state = {"pid": os.getpid(), "epoch": tick.epoch, "epochs": tick.epochs, "batch": tick.batch, "batches": tick.batches,
+            state = {"epoch": tick.epoch, "epochs": tick.epochs, "batch": tick.batch, "batches": tick.batches,
                      "logs": {k: float(v) for k, v in tick.logs.items()}, "time": time.time()}
             write_text_atomic(self.path / "progress.json", json.dumps(state))

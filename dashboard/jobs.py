@@ -6,8 +6,9 @@ each request becomes ``python -m core train|ensemble ...`` in its own session
 output in ``<store>/jobs/<run id>.log``. The run id is computed *before*
 launching, from the same CLI arguments the process gets, so a finished run is
 opened instead of retrained and a running one is watched instead of started
-twice. ``core`` resumes an interrupted run from its last finished epoch, so
-"start again" is always safe.
+twice. ``core`` resumes an interrupted run from its last finished epoch, and
+refuses a run that another process is training (``RunBusy``), so "start again"
+is always safe.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,6 @@ from dashboard.state import DataSource
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_JOBS = int(os.environ.get("FERLAB_MAX_JOBS", "2"))  # a class must not start 30 trainings on one CPU
-STALE_SECONDS = 300  # a progress tick older than this means the training process is gone
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def status(store: RunStore, plan: Plan) -> Status:
     if finished is not None and finished.id == plan.run_id:
         return Status("finished", run=finished)
     members_done = sum(store.get(m) is not None for m in plan.member_ids)
-    job = _registry().jobs.get(store.root / plan.run_id)
+    job = _job(store, plan)
     ticks = dict(store.in_progress())
     training = next((i for i in (*plan.member_ids, plan.run_id) if i in ticks), None)
     tick = ticks.get(training) if training else None
@@ -106,19 +105,26 @@ def status(store: RunStore, plan: Plan) -> Status:
         return Status("running", training=training, tick=tick, members_done=members_done)
     if job is not None and job.process.returncode != 0:
         return Status("failed", members_done=members_done, message=_log_tail(job.log))
-    if tick is not None:  # started by another server or the CLI: trust a recent heartbeat only
-        fresh = tick["alive"] and time.time() - tick.get("time", 0) < STALE_SECONDS
-        return Status("running" if fresh else "interrupted", training=training, tick=tick, members_done=members_done)
+    if tick is not None:  # started by another server or the CLI: running while its process holds the run's lock
+        return Status("running" if tick["alive"] else "interrupted", training=training, tick=tick, members_done=members_done)
     return Status("new", members_done=members_done)
+
+
+def _job(store: RunStore, plan: Plan) -> Job | None:
+    """This server's job for ``plan``: its own, else a running one that trains any of its runs
+    (a CNN that is member 0 of someone's ensemble; two ensembles sharing their first members)."""
+    jobs = _registry().jobs
+    if (own := jobs.get(store.root / plan.run_id)) is not None:
+        return own
+    ids = {plan.run_id, *plan.member_ids}
+    return next((job for folder, job in list(jobs.items()) if folder.parent == store.root
+                 and job.process.poll() is None and ids & {job.plan.run_id, *job.plan.member_ids}), None)
 
 
 def active(store: RunStore) -> dict[str, dict | None]:
     """Trainings going on now, run id -> last progress tick: recent ticks in the store,
     plus this server's processes still starting up (no tick yet)."""
-    now = time.time()
-    found: dict[str, dict | None] = {
-        i: t for i, t in store.in_progress() if t["alive"] and now - t.get("time", 0) < STALE_SECONDS
-    }
+    found: dict[str, dict | None] = {i: t for i, t in store.in_progress() if t["alive"]}
     for folder, job in list(_registry().jobs.items()):
         ids = (job.plan.run_id, *job.plan.member_ids)
         starting = not any(i in found for i in ids) and not (folder / "metrics.json").exists()  # not yet / no longer ticking

@@ -7,7 +7,6 @@ in_the_background`` starts a real training process (1 epoch, bounded wait).
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -237,25 +236,47 @@ def test_an_upload_reaches_the_training_process_as_a_file_with_its_name(tmp_path
 
 
 def test_status_tells_new_running_interrupted_and_finished(lab, tmp_path):
-    from dashboard.jobs import STALE_SECONDS, plan, status
+    from filelock import FileLock
+
+    from core.runs import TRAINING_LOCK
+    from dashboard.jobs import plan, status
 
     fingerprint = lab.data.fingerprint()
     assert status(lab.store, plan(["train", "--model", "tiny", "--epochs", "2"], fingerprint)).state == "finished"
     store = RunStore(tmp_path, shipped=[])
     request = plan(["train", "--model", "tiny", "--epochs", "3"], fingerprint)
     assert status(store, request).state == "new"
-    tick = {"pid": os.getpid(), "epoch": 1, "epochs": 3, "batch": 4, "batches": 18, "logs": {"loss": 1.5}, "time": time.time()}
+    tick = {"epoch": 1, "epochs": 3, "batch": 4, "batches": 18, "logs": {"loss": 1.5}, "time": time.time() - 3600}
     (tmp_path / request.run_id).mkdir()
     (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
-    running = status(store, request)
+    with FileLock(tmp_path / request.run_id / TRAINING_LOCK):  # a training process (CLI, another server) holds its run
+        running = status(store, request)  # however old its last tick: a long validation is no death
     assert (running.state, running.training, running.tick["batch"]) == ("running", request.run_id, 4)
-    tick["time"] -= STALE_SECONDS + 1  # a training killed long ago leaves its last tick behind
-    (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
-    assert status(store, request).state == "interrupted"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    tick.update(time=time.time(), pid=int(dead.stdout))  # a fresh tick from a process that is gone (SIGKILL)
-    (tmp_path / request.run_id / "progress.json").write_text(json.dumps(tick))
-    assert status(store, request).state == "interrupted"
+    assert status(store, request).state == "interrupted"  # the lock went with the process, the tick stayed behind
+
+
+def test_a_plan_whose_runs_another_job_trains_shows_as_running(lab, tmp_path):
+    """No second process for a run already in training: a CNN that is member 0 of a running deep
+    ensemble, or a bigger ensemble sharing its first members, waits for that job."""
+    from dashboard.jobs import Job, _registry, plan, status
+
+    fingerprint = lab.data.fingerprint()
+    store = RunStore(tmp_path, shipped=[])
+    three, five = (plan(["ensemble", "--model", "tiny", "--epochs", "3", "--members", n, "--no-resample"], fingerprint)
+                   for n in ("3", "5"))
+    cnn = plan(["train", "--model", "tiny", "--epochs", "3"], fingerprint)
+    assert three.member_ids[0] == cnn.run_id and five.member_ids[:3] == three.member_ids
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    jobs = _registry().jobs
+    jobs[tmp_path / three.run_id] = Job(three, process, tmp_path / "three.log")
+    try:
+        assert status(store, cnn).state == "running" and status(store, five).state == "running"
+        assert status(store, plan(["train", "--model", "tiny", "--epochs", "4"], fingerprint)).state == "new"
+    finally:
+        process.kill()
+        process.wait()
+        del jobs[tmp_path / three.run_id]
+    assert status(store, cnn).state == "new"
 
 
 # ----------------------------------------------------------------- curves

@@ -18,7 +18,7 @@ import pytest
 from core.demo import make_demo
 from core.evaluation import combine, forward_select, metrics, predict_probs
 from core.models import ModelSpec, last_conv_layer
-from core.runs import Run, RunStore, _counted, evaluate
+from core.runs import TRAINING_LOCK, Run, RunBusy, RunStore, _counted, evaluate, training_now
 from core.packing import read_packed
 from core.training import (
     BEST_EPOCH,
@@ -604,6 +604,9 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     workdir = _killed_after_epoch_2(config, store, demo_small)
     carried = carry(workdir, tmp_path / "repo")
     assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS])
+    with pytest.raises(ValueError, match="into its own folder"):
+        carry(workdir, store.root)  # would swap the live run's checkpoints for the carried copy
+    assert (workdir / "last.keras").exists()
     last = keras.models.load_model(workdir / "last.keras", safe_mode=True).get_weights()
     for ours, theirs in zip(read_packed(carried / CARRIED_WEIGHTS)[2], last, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-6)
@@ -618,6 +621,91 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     assert not (moved.root / carried.name / CARRIED_WEIGHTS).exists()  # a finished run drops it
     empty = _cli("carry", str(tmp_path / "nope"), str(tmp_path / "repo"))
     assert empty.returncode == 2 and empty.stderr.strip() == f"error: {tmp_path / 'nope'}: no finished epoch to carry"
+
+
+def test_a_carried_run_with_no_epoch_left_finishes_from_its_weights(demo_small, tmp_path):
+    """Carried just after its last epoch (no best.keras, no last.keras): the run finishes, it does not crash."""
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = _stopped_after_epoch_2(TINY, store, demo_small)  # all of TINY's 2 epochs
+    moved = RunStore(tmp_path / "other", shipped=[])
+    carried = carry(workdir, moved.root)
+    run = moved.train(TINY, demo_small)
+    assert run.path == carried and run.metrics["epochs_run"] == 2 and run.metrics["best_epoch"] == 2
+    last = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+    conv = last_conv_layer(last)
+    np.testing.assert_allclose(run.model().get_layer(conv).get_weights()[0], last.get_layer(conv).get_weights()[0],
+                               rtol=1e-3, atol=1e-6)  # the carried float16 kernels
+
+
+def test_a_kill_while_finishing_keeps_the_checkpoints(demo_small, tmp_path, monkeypatch):
+    """The checkpoints go only after metrics.json is written: killed at that write, the run resumes, it is not retrained."""
+    import core.runs
+
+    store = RunStore(tmp_path / "runs", shipped=[])
+    real_write = core.runs.write_text_atomic
+
+    def killed_at_metrics(path, text):
+        if Path(path).name == "metrics.json":
+            raise _Killed
+        real_write(path, text)
+
+    monkeypatch.setattr(core.runs, "write_text_atomic", killed_at_metrics)
+    with pytest.raises(_Killed):
+        store.train(TINY, demo_small)
+    workdir = store.root / store.run_id(TINY.to_dict(), demo_small.fingerprint())
+    assert (workdir / "last.keras").exists() and (workdir / "best.keras").exists()
+    history = read_history(workdir)
+    monkeypatch.setattr(core.runs, "write_text_atomic", real_write)
+    run = store.train(TINY, demo_small)
+    pd.testing.assert_frame_equal(run.history(), history)  # nothing retrained
+
+
+def test_a_kill_while_packing_leaves_the_run_whole(demo_small, runs_dir, monkeypatch):
+    """The float32 file goes only after the metrics name the packed one: killed before, the run is as it was."""
+    store = RunStore(runs_dir, shipped=[])
+    run = store.train(TINY, demo_small)
+
+    def killed(*args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(store, "_finish", killed)
+    with pytest.raises(_Killed):
+        store.pack(run.id, demo_small)
+    again = RunStore(runs_dir, shipped=[]).get(run.id)
+    assert again.weights == "float32" and (again.path / "model.keras").exists()
+    assert again.model().count_params() == run.model().count_params()
+    monkeypatch.undo()
+    assert store.pack(run.id, demo_small).weights == "float16" and not (run.path / "model.keras").exists()
+
+
+def test_a_run_started_from_a_checkpoint_resumes_after_that_checkpoint_moved_on(demo_small, tmp_path):
+    """``RUN@EPOCH`` names the start weights once: resuming does not look for them again (the source trained on)."""
+    store = RunStore(tmp_path / "runs", shipped=[])
+    source_config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
+    workdir = _stopped_after_epoch_2(source_config, store, demo_small)
+    annealing = replace(TINY, epochs=3, init_from=f"{workdir.name}@2")
+    with pytest.raises(_Killed):
+        store.train(annealing, demo_small, progress=_kill_after_epoch_2)
+    store.train(source_config, demo_small)  # the source goes on to its epoch 3
+    resumed = store.train(annealing, demo_small)
+    assert resumed.history()["epoch"].tolist() == [1, 2, 3]
+    assert resumed.curve()["epoch"].tolist() == [1, 2, 3, 4, 5]  # still the source's first 2 epochs, then its own
+
+
+def test_a_run_being_trained_by_another_process_is_refused(demo_small, tmp_path):
+    """Two writers of one run folder would interleave checkpoints: the second is refused while the first holds the lock."""
+    from filelock import FileLock
+
+    store = RunStore(tmp_path / "runs", shipped=[])
+    path = store.root / store.run_id(TINY.to_dict(), demo_small.fingerprint())
+    path.mkdir(parents=True)
+    with FileLock(path / TRAINING_LOCK):  # as the other process holds it
+        assert training_now(path)
+        with pytest.raises(RunBusy, match=f"run {path.name} is being trained by another process"):
+            store.train(TINY, demo_small)
+        assert not (path / "history.csv").exists()
+    assert not training_now(path)
+    assert store.train(TINY, demo_small).path == path
 
 
 def test_a_resumed_training_does_not_replay_epoch_1s_batches(demo_small, tmp_path, monkeypatch):
