@@ -260,12 +260,13 @@ def run(args: argparse.Namespace) -> int:
         _warn_if_bf16_is_emulated(config, policy)
         strategy = _strategy(args.strategy)
         data = load_dataset(args.data)
+        how = {"progress": ProgressBar(), "strategy": strategy, "policy": policy}
         if args.command == "train":
-            result = store.train(config, data, progress=ProgressBar(), strategy=strategy, policy=policy)
+            result = store.train(config, data, **how)
         elif args.member is not None:
-            result = store.train_member(config, args.members, args.member, data, progress=ProgressBar())
+            result = store.train_member(config, args.members, args.member, data, **how)
         else:
-            result = store.ensemble(config, args.members, data, progress=ProgressBar())
+            result = store.ensemble(config, args.members, data, **how)
         _print_summary(result)
         print(result.path)
         return 0

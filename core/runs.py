@@ -396,9 +396,12 @@ class RunStore:
         members: int,
         data: FaceDataset,
         progress: ProgressFn | None = None,
+        strategy=None,
+        policy: str | None = None,
     ) -> Run:
         """Bagging: ``members`` runs of ``config``, each on its own bootstrap resample,
         combined by the three rules (their metrics all stored, averaging the default).
+        ``strategy``, ``policy``: how each member trains (``train``).
 
         With ``config.resample`` off, every member trains on all the training faces
         and members differ only by their seed (initial weights, batch order,
@@ -407,7 +410,7 @@ class RunStore:
         than the diversity it adds."""
         if members < 2:
             raise ValueError("an ensemble needs at least 2 members")
-        runs = [self.train(_bootstrap(config, i), data, progress) for i in range(members)]
+        runs = [self.train(_bootstrap(config, i), data, progress, strategy, policy) for i in range(members)]
         return self._stored_ensemble(ensemble_config(config, [r.id for r in runs]), data.fingerprint(), runs)
 
     def train_member(
@@ -417,13 +420,15 @@ class RunStore:
         member: int,
         data: FaceDataset,
         progress: ProgressFn | None = None,
+        strategy=None,
+        policy: str | None = None,
     ) -> Run:
         """Member ``member`` alone of ``ensemble(config, members, ...)``: the very run
         the ensemble would train, so a member trained here (on another machine, in
         another session) is a cache hit when the ensemble is built."""
         if not 0 <= member < members:
             raise ValueError(f"--member must be between 0 and {members - 1} (--members {members})")
-        return self.train(_bootstrap(config, member), data, progress)
+        return self.train(_bootstrap(config, member), data, progress, strategy, policy)
 
     def combine(self, run_ids: list[str], select: bool = False, tta: str = "none", data: FaceDataset | None = None) -> Run:
         """An ensemble of finished single runs of any architectures, by the same three rules.

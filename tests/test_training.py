@@ -848,6 +848,16 @@ def test_native_bfloat16_reads_the_cpu_flags():
     assert native_bfloat16("Processor\t: ARMv7\n") is None  # no flags line: cannot tell
 
 
+def test_ensemble_members_train_in_the_compute_policy_asked_for(demo_small, runs_dir):
+    """``--compute float32`` reaches every member (``ensemble``, ``ensemble --member``), not only ``train``."""
+    store = RunStore(runs_dir, shipped=[])
+    config = replace(TINY, epochs=1, mixed_precision=True)
+    member = store.train_member(config, 2, 1, demo_small, policy="float32")
+    ens = store.ensemble(config, 2, demo_small, policy="float32")
+    assert member.id == ens.config["members"][1]
+    assert [Run(p).history()["compute"].tolist() for p in ens.member_paths()] == [["float32"], ["float32"]]
+
+
 def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
     """The warning comes before the data is read, so a missing file is enough to see it."""
     from core.training import native_bfloat16
