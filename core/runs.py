@@ -220,13 +220,16 @@ class RunStore:
         return run
 
     def list(self) -> list[Run]:
-        """Finished runs: shipped ones first, then the store's own, oldest first."""
+        """Finished runs: shipped ones first, then the store's own, oldest first.
+
+        An ensemble whose member folder is gone (removed by hand) is left out:
+        every view of it would read that member."""
         runs = []
         for root in (*self.shipped, self.root):
             if root.exists():
                 done = [p for p in root.iterdir() if (p / "metrics.json").exists()]
                 runs += [Run(p) for p in sorted(done, key=lambda p: (p / "metrics.json").stat().st_mtime)]
-        return runs
+        return [r for r in runs if not r.is_ensemble or all((p / "metrics.json").exists() for p in r.member_paths())]
 
     def in_progress(self) -> list[tuple[str, dict]]:
         """(run id, last progress tick) of unfinished runs that have started.
@@ -253,6 +256,9 @@ class RunStore:
         path = self.root / run_id
         if not path.is_dir():
             raise KeyError(f"no run '{run_id}' in {self.root} (shipped runs cannot be deleted)")
+        users = [r.id for r in self.list() if run_id in r.config.get("members", [])]
+        if users:
+            raise ValueError(f"run {run_id} is a member of {', '.join(users)}: delete the ensemble first")
         shutil.rmtree(path)
 
     # ------------------------------------------------------------ training

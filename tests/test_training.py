@@ -858,6 +858,19 @@ def test_ensemble_members_train_in_the_compute_policy_asked_for(demo_small, runs
     assert [Run(p).history()["compute"].tolist() for p in ens.member_paths()] == [["float32"], ["float32"]]
 
 
+def test_a_member_is_deleted_only_after_its_ensemble_and_an_ensemble_missing_one_is_not_listed(demo_small, runs_dir):
+    store = RunStore(runs_dir, shipped=[])
+    ens = store.ensemble(replace(TINY, epochs=1), 2, demo_small)
+    member = ens.config["members"][0]
+    with pytest.raises(ValueError, match=f"run {member} is a member of {ens.id}: delete the ensemble first"):
+        store.delete(member)
+    shutil.rmtree(runs_dir / member)  # by hand
+    assert [r.id for r in store.list()] == [ens.config["members"][1]]
+    store.delete(ens.id)
+    store.delete(ens.config["members"][1])
+    assert store.list() == []
+
+
 def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
     """The warning comes before the data is read, so a missing file is enough to see it."""
     from core.training import native_bfloat16
