@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -107,37 +108,64 @@ def sanity(
 # ------------------------------------------------------- method comparisons
 
 
+WAITING = "waiting: another comparison is running on this server, yours starts when it ends"
+
+
 @st.cache_resource
 def _comparisons() -> dict:
-    """Server-wide: finished comparison tables by key, and one lock that runs them one at a time.
+    """Server-wide: one worker thread that runs the comparisons one at a time, and each key's job.
 
     A comparison takes minutes of CPU; when a whole class presses "Compare"
-    together, the first computes and the others wait for it and read its table.
+    together, the first starts it and the others follow the same job. It runs
+    in the worker, not in a student's script thread: a rerun there (a slider
+    moved, another page opened) stops that thread, and would stop the work
+    everyone is waiting for.
     """
-    return {"lock": threading.Lock(), "tables": {}}
+    return {"pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="comparison"), "lock": threading.Lock(), "jobs": {}}
+
+
+class _Job:
+    """One comparison in the worker: its future, and its last progress tick for every session that follows it."""
+
+    def __init__(self, pool: ThreadPoolExecutor, model, sample: FaceDataset, methods: dict[str, dict], sanity_faces: int):
+        self.tick: tuple[str, int, int] = ("starting…", 0, 1)
+        self.future: Future = pool.submit(compare_methods, model, sample.images, None, methods, masks=sample.masks,
+                                          sanity_faces=sanity_faces, progress=self._progress)
+
+    def _progress(self, what: str, done: int, total: int) -> None:
+        self.tick = (what, done, total)
+
+    @property
+    def failed(self) -> bool:
+        return self.future.done() and self.future.exception() is not None
 
 
 def comparison(key: tuple) -> pd.DataFrame | None:
     """The finished table for ``key``, if any session computed it."""
-    return _comparisons()["tables"].get(key)
+    job = _comparisons()["jobs"].get(key)
+    return job.future.result() if job is not None and job.future.done() and not job.failed else None
+
+
+def pending(key: tuple) -> bool:
+    """Whether the comparison for ``key`` is queued or running (a student who left its page comes back to it)."""
+    job = _comparisons()["jobs"].get(key)
+    return job is not None and not job.future.done()
 
 
 def compare(key: tuple, run_path: str, sample: FaceDataset, methods: dict[str, dict], sanity_faces: int,
             progress: Progress) -> pd.DataFrame:
-    """``core.explain.compare.compare_methods`` on ``sample`` with the run's model, computed once per ``key``.
+    """``core.explain.compare.compare_methods`` on ``sample`` with the run's model, computed once per ``key``
+    (started now, or followed if another session started it; a failed one starts again).
 
-    While another session's comparison holds the CPU, ``progress`` says so (a bar
-    frozen at "starting…" would look like a hang to the student waiting)."""
+    ``progress`` follows the worker's ticks, and while the worker is busy with
+    another key says so (a bar frozen at "starting…" would look like a hang)."""
     store = _comparisons()
-    lock: threading.Lock = store["lock"]
-    if not lock.acquire(blocking=False):
-        progress("waiting: another comparison is running on this server, yours starts when it ends", 0, 1)
-        lock.acquire()
-    try:
-        if key not in store["tables"]:
-            model = state.model(run_path)
-            store["tables"][key] = compare_methods(model, sample.images, None, methods, masks=sample.masks,
-                                                   sanity_faces=sanity_faces, progress=progress)
-        return store["tables"][key]
-    finally:
-        lock.release()
+    with store["lock"]:
+        job = store["jobs"].get(key)
+        if job is None or job.failed:
+            job = store["jobs"][key] = _Job(store["pool"], state.model(run_path), sample, methods, sanity_faces)
+    while True:
+        try:
+            return job.future.result(timeout=0.5)
+        except TimeoutError:
+            progress(*(job.tick if job.future.running() else (WAITING, 0, 1)))

@@ -58,7 +58,7 @@ if table is None:
     with intro.container():
         st.info(f"{len(sample)} faces of {state.current_source().label}, {len(methods)} methods: this takes a few "
                 "minutes of CPU (LIME and the sanity check the longest). The result is kept for everyone on this server.")
-        if not st.button("Compare the methods", key="trust_compute", type="primary"):
+        if not inference.pending(key) and not st.button("Compare the methods", key="trust_compute", type="primary"):
             st.stop()
     bar = intro.progress(0.0, text="starting…")
     table = inference.compare(key, str(run.path), sample, knobs, sanity_faces,

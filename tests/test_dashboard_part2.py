@@ -439,18 +439,41 @@ def test_a_comparison_queued_behind_another_says_it_waits(lab):
     from dashboard import inference
 
     ticks: list[str] = []
-    lock = inference._comparisons()["lock"]
     sample = held_out_sample(lab.data, 5)
-    with lock:  # another session's comparison
-        worker = threading.Thread(target=inference.compare, args=(
-            ("queued", lab.cnn.id), str(lab.cnn.path), sample, {"saliency": {}}, 0, lambda what, done, total: ticks.append(what)))
-        worker.start()
-        deadline = time.monotonic() + 30
-        while not ticks and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ticks == ["waiting: another comparison is running on this server, yours starts when it ends"]
+    gate = threading.Event()
+    inference._comparisons()["pool"].submit(gate.wait)  # another session's comparison holds the worker
+    worker = threading.Thread(target=inference.compare, args=(
+        ("queued", lab.cnn.id), str(lab.cnn.path), sample, {"saliency": {}}, 0, lambda what, done, total: ticks.append(what)))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not ticks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ticks and set(ticks) == {inference.WAITING} and inference.pending(("queued", lab.cnn.id))
+    gate.set()
     worker.join(timeout=120)
-    assert len(ticks) > 1 and inference.comparison(("queued", lab.cnn.id)) is not None
+    assert inference.comparison(("queued", lab.cnn.id)) is not None and not inference.pending(("queued", lab.cnn.id))
+
+
+def test_a_comparison_goes_on_when_the_session_that_started_it_reruns(lab):
+    """Streamlit stops a rerun session's script at its next ``st`` call (its progress bar): the work, which
+    the whole class may be waiting for, goes on in the server's worker, and the next session gets its table."""
+    import threading
+
+    from dashboard import inference
+
+    key, sample = ("rerun", lab.cnn.id), held_out_sample(lab.data, 5)
+    gate = threading.Event()
+    inference._comparisons()["pool"].submit(gate.wait)  # so that the first session polls at least once
+
+    def rerun(*tick):
+        raise RuntimeError("script stopped")
+
+    with pytest.raises(RuntimeError, match="script stopped"):
+        inference.compare(key, str(lab.cnn.path), sample, {"saliency": {}}, 0, progress=rerun)
+    assert inference.pending(key)
+    gate.set()
+    table = inference.compare(key, str(lab.cnn.path), sample, {"saliency": {}}, 0, progress=lambda *tick: None)
+    assert inference.comparison(key) is table and table["title"].tolist() == ["Saliency"]
 
 
 def test_trust_page_notes_methods_a_dnn_cannot_use(lab):
