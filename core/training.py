@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.data import FaceDataset, stratified_split
 from core.evaluation import predict_probs
-from core.models import N_CLASSES, ModelSpec, build_model, drop_later_defaults, inference_model
+from core.models import N_CLASSES, ModelSpec, build_model, drop_later_defaults, inference_model, input_stats
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
@@ -220,10 +220,15 @@ def steps_per_epoch(config: TrainConfig, train: FaceDataset) -> int:
     return int(np.ceil(len(train) / config.batch_size))
 
 
-def build_compiled(config: TrainConfig, train: FaceDataset, policy: str | None = None) -> keras.Model:
-    """``policy``: the Keras dtype policy to compute in; None: the one ``config`` names."""
+def build_compiled(
+    config: TrainConfig, train: FaceDataset, policy: str | None = None, stats: tuple[float, float] | None = None
+) -> keras.Model:
+    """``policy``: the Keras dtype policy to compute in; None: the one ``config`` names.
+    ``stats``: the normaliser's (mean, std); None: the training faces'. Weights
+    from elsewhere (a start run, a carried run) bring theirs: their first layer
+    was trained on inputs scaled by those, not by this data's."""
     policy = policy or POLICIES[config.mixed_precision]
-    mean, std = float(train.images.mean()), float(train.images.std()) or 1.0
+    mean, std = stats or (float(train.images.mean()), float(train.images.std()) or 1.0)
     model = build_model(config.model, mean=mean, std=std, policy=policy)
     model.compile(
         optimizer=_optimizer(config, steps_per_epoch(config, train)),
@@ -254,7 +259,7 @@ def with_policy(model: keras.Model, config: TrainConfig, train: FaceDataset, pol
     Why: the weights are float32 under either policy, so a run can go on in another
     precision exactly where it stopped, e.g. a bfloat16 run on a CPU that would
     only emulate bfloat16."""
-    rebuilt = build_compiled(config, train, policy)
+    rebuilt = build_compiled(config, train, policy, stats=input_stats(model))
     copy_weights(model, rebuilt)
     rebuilt.optimizer.build(rebuilt.trainable_variables)
     ours, theirs = rebuilt.optimizer.variables, model.optimizer.variables
@@ -516,10 +521,10 @@ def fit(
             model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
             if compute_policy(model) != policy:
                 model = with_policy(model, config, train, policy)
-        elif carried:
-            model = build_compiled(config, train, policy)  # weights below, once the batches for its moments exist
+        elif carried:  # weights below, once the batches for its moments exist
+            model = build_compiled(config, train, policy, stats=read_packed(workdir / CARRIED_WEIGHTS)[:2])
         else:
-            model = build_compiled(config, train, policy)
+            model = build_compiled(config, train, policy, stats=input_stats(init) if init is not None else None)
             if init is not None:
                 copy_weights(init, model)
     targets = train.labels

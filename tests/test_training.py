@@ -428,6 +428,19 @@ def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
         store.train(replace(frozen, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
 
 
+def test_a_run_started_from_weights_on_other_data_keeps_their_normaliser(demo_small, runs_dir):
+    """Fine-tuning on darker faces: the start weights come with the grey-level statistics they were trained on
+    (the first layer's input stays as it learnt it), not the new data's."""
+    from core.models import input_stats
+
+    store = RunStore(runs_dir, shipped=[])
+    start = store.train(TINY, demo_small)
+    darker = replace(demo_small, images=demo_small.images // 2, source="darker")
+    tuned = store.train(replace(TINY, epochs=1, learning_rate=0.0, init_from=start.id), darker)
+    assert input_stats(tuned.model()) == pytest.approx(input_stats(start.model()))
+    assert input_stats(start.model())[0] > 1.5 * float(darker.images.mean())  # the new data's would differ
+
+
 def test_training_can_start_from_an_unfinished_runs_checkpoint_at_a_named_epoch(demo_small, tmp_path):
     """``RUN@EPOCH``: an unfinished run's last.keras, or its carried float16 weights;
     a checkpoint at another epoch is refused (the new run's id would lie)."""
