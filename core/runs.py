@@ -154,7 +154,10 @@ class Run:
     def model(self) -> keras.Model:
         """The Keras model (an ensemble: one model averaging its members' probabilities)."""
         if not self.is_ensemble:
-            file = packing.weights_file(self.path, self.weights)
+            # The metrics as they are now, not as this object cached them: a pack since (in another process, say)
+            # has moved the weights to another file.
+            stored_as = json.loads((self.path / "metrics.json").read_text()).get("stored_as", "float32")
+            file = packing.weights_file(self.path, stored_as)
             if file.suffix == ".keras":
                 return keras.models.load_model(file, safe_mode=True)
             return packing.load_packed(file, self.train_config().model)  # by RunStore.pack

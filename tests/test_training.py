@@ -255,6 +255,7 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
 
     store.pack(cnn.id, demo_small)
     assert run_table([both, cnn, dnn])["weights"].tolist() == ["float16+float32", "float16", "float32"]
+    np.testing.assert_allclose(cnn.model().predict(faces, verbose=0), live[0], atol=2e-2)  # a Run from before the pack
 
 
 def _candidates_a_b_c(store: RunStore, data) -> list[Run]:
