@@ -7,6 +7,7 @@ never a traceback: users of this tool are students, not debuggers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,7 +72,9 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         help="with --teacher: the teacher's share of each target, 0..1 (the rest is the label)")
     parser.add_argument("--bf16", action="store_true", help="mixed_bfloat16 compute: faster on CPUs with AMX/AVX-512 BF16 and GPUs, several times slower on other CPUs (a warning says so)")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
-                        help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG")
+                        help="tf.distribute: mirrored = all local GPUs, multiworker = machines from TF_CONFIG "
+                             "(each runs the same command; the chief's run is the result, the other workers "
+                             "write theirs into RUNS/.worker-N)")
 
 
 def _tta_option(parser: argparse.ArgumentParser) -> None:
@@ -231,6 +234,26 @@ def _strategy(name: str):
     return None
 
 
+def runs_for_worker(runs: Path, strategy: str, tf_config: str | None) -> Path:
+    """The folder this process keeps its runs in.
+
+    Every MultiWorkerMirroredStrategy worker runs the same command and writes
+    the same checkpoints; were they all to write into ``--runs`` (a shared
+    disk), the others would overwrite the chief's files or wait on its lock.
+    So only the chief (task type ``chief``, else worker 0) writes there and
+    each other worker writes below it, in ``.worker-<index>``, a folder that
+    lists and views leave out.
+    """
+    if strategy != "multiworker" or not tf_config:
+        return runs
+    config = json.loads(tf_config)
+    task = config.get("task", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    has_chief = "chief" in config.get("cluster", {})
+    is_chief = kind == "chief" or (not has_chief and kind == "worker" and index == 0)
+    return runs if is_chief else runs / f".{kind}-{index}"
+
+
 class ProgressBar:
     """One line per epoch on stderr, redrawn in place while batches run."""
 
@@ -252,13 +275,14 @@ def run(args: argparse.Namespace) -> int:
 
         print(carry(Path(args.workdir), Path(args.dest)))
         return 0
-    store = RunStore(args.runs)
+    strategy_name = getattr(args, "strategy", "default")
+    store = RunStore(runs_for_worker(RunStore(args.runs).root, strategy_name, os.environ.get("TF_CONFIG")))
     if args.command in ("train", "ensemble"):
         config = config_from_args(args)
         _validate(config)
         policy = _compute_policy(args)
         _warn_if_bf16_is_emulated(config, policy)
-        strategy = _strategy(args.strategy)
+        strategy = _strategy(strategy_name)
         data = load_dataset(args.data)
         how = {"progress": ProgressBar(), "strategy": strategy, "policy": policy}
         if args.command == "train":

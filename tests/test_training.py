@@ -942,6 +942,22 @@ def test_the_cli_sets_each_augmentation_and_keeps_the_defaults_otherwise():
     assert nearest.to_dict()["model"]["augment"]["interpolation"] == "nearest"
 
 
+def test_only_the_chief_worker_writes_into_the_runs_folder(tmp_path):
+    from core.__main__ import runs_for_worker
+
+    def where(task: dict, cluster: dict) -> Path:
+        return runs_for_worker(tmp_path, "multiworker", json.dumps({"cluster": cluster, "task": task}))
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert where({"type": "worker", "index": 0}, workers) == tmp_path
+    assert where({"type": "worker", "index": 1}, workers) == tmp_path / ".worker-1"
+    with_chief = {"chief": ["c:1"], **workers}
+    assert where({"type": "chief", "index": 0}, with_chief) == tmp_path
+    assert where({"type": "worker", "index": 0}, with_chief) == tmp_path / ".worker-0"
+    assert runs_for_worker(tmp_path, "default", json.dumps({"task": {"type": "worker", "index": 1}})) == tmp_path
+    assert runs_for_worker(tmp_path, "multiworker", None) == tmp_path
+
+
 @pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode != 0,
                     reason="jax is not installed (it is no requirement: GPU machines bring it)")
 def test_the_cli_trains_under_the_jax_backend(tmp_path):
