@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from core.explain.compare import Progress, compare_methods
 from core.explain.filters import class_images, feature_maps, filter_images
 from core.explain.gradcam import cam_sources
 from core.explain.trust import deletion_insertion, sanity_check
+from core.runs import Run
 from dashboard import state
 
 
@@ -56,7 +58,8 @@ def unsupported(run_path: str, method: str) -> str | None:
     try:
         cam_sources(state.model(run_path))
     except ValueError:
-        return "needs convolutional feature maps, and this model (a DNN) has none; the other methods work on any model."
+        lacking = "this ensemble has a DNN member" if Run(Path(run_path)).is_ensemble else "this model (a DNN) has none"
+        return f"needs convolutional feature maps, and {lacking}; the other methods work on any model."
     return None
 
 

@@ -20,7 +20,7 @@ from core.demo import make_demo
 from core.explain import EXPLAINERS, Lime, Saliency, SmoothGrad, segment_face
 from core.explain.filters import ENV_STEPS, capped_steps, class_images, feature_maps, filter_images
 from core.explain.base import scores
-from core.explain.gradcam import GradCAM, GradCAMPlusPlus
+from core.explain.gradcam import GradCAM, GradCAMPlusPlus, cell_centres, placement
 from core.explain.integrated import integrated_gradients
 from core.explain.lime import _VectorisedLime
 from core.models import ModelSpec, build_model, last_conv_layer, logits_model
@@ -104,6 +104,14 @@ def test_on_a_dnn_the_cam_methods_refuse_clearly_and_the_rest_work(key, faces):
         assert_maps(EXPLAINERS[key](dnn, **knobs(key)).explain(faces[:1], [2]), 1)
 
 
+def test_an_ensemble_with_a_dnn_member_is_refused_for_its_member(cnn):
+    face = keras.Input((48, 48, 1), name="face")
+    dnn = build_model(ModelSpec("dnn", dnn_match="tiny"))
+    mixed = keras.Model(face, keras.layers.Average(name="probs")([cnn(face), dnn(face)]))
+    with pytest.raises(ValueError, match="has a member without one"):
+        GradCAM(mixed)
+
+
 def test_bad_arguments_are_refused(cnn, faces):
     with pytest.raises(ValueError, match="unknown score"):
         Saliency(cnn, score="probability")
@@ -173,6 +181,60 @@ def test_cams_agree_with_tf_keras_vis(ours, theirs, cnn, faces):
 def test_gradcam_plus_plus_is_not_gradcam(cnn, faces):
     """The two differ on a CNN, or the agreement test above would not tell them apart."""
     assert np.abs(GradCAMPlusPlus(cnn).explain(faces, [0, 3, 6]) - GradCAM(cnn).explain(faces, [0, 3, 6])).max() > 0.05
+
+
+@pytest.fixture(scope="module")
+def valid_padded() -> keras.Model:
+    """The ``vgg6avg`` preset: 'valid' convolutions after its first block, so its last conv's 6x6 cells sit mid-face."""
+    keras.utils.set_random_seed(2)
+    return build_model(ModelSpec("vgg6avg", augment=None))
+
+
+def test_cell_centres_are_the_centres_of_the_receptive_fields(cnn, valid_padded):
+    """Checked against the gradients: LeakyReLU and average pooling pass gradient to every pixel a cell sees."""
+    import tensorflow as tf
+
+    assert cell_centres(cnn, last_conv_layer(cnn))[0] == (1.5, 4.0, 12)  # 'same' padding: 12 cells tile the face
+    layer = last_conv_layer(valid_padded)
+    (start, step, cells), columns = cell_centres(valid_padded, layer)
+    assert (start, step, cells) == (13.5, 4.0, 6) and columns == (start, step, cells)
+    features = keras.Model(valid_padded.inputs, valid_padded.get_layer(layer).output)
+    face = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, 48, 48, 1)), tf.float32)
+    for j in (1, 2, 3, 4):  # cells whose receptive field the face's border does not cut
+        with tf.GradientTape() as tape:
+            tape.watch(face)
+            cell = tf.reduce_sum(features(face)[0, j, j])
+        seen = np.abs(tape.gradient(cell, face).numpy()[0, ..., 0]) > 0
+        rows = np.flatnonzero(seen.any(axis=1))
+        assert 0 < rows[0] and rows[-1] < 47 and (rows[0] + rows[-1]) / 2 == start + step * j
+
+
+def test_placement_is_pixel_centre_resizing_when_cells_tile_the_face():
+    import tensorflow as tf
+
+    cells = np.random.default_rng(0).random((1, 6, 6, 1)).astype(np.float32)
+    expected = tf.image.resize(cells, (48, 48), method="bilinear").numpy()[0, ..., 0]
+    drawn = placement(3.5, 8.0, 6) @ cells[0, ..., 0] @ placement(3.5, 8.0, 6).T
+    np.testing.assert_allclose(drawn, expected, atol=1e-6)
+
+
+def test_gradcam_draws_a_valid_padded_net_only_where_its_cells_see(valid_padded, faces):
+    """Cells centred on pixels 13.5..33.5, 4 apart: nothing beyond half a cell from the outer ones."""
+    maps = GradCAM(valid_padded).explain(faces, [0, 3, 6])
+    assert maps.max() == 1.0
+    inside = np.zeros(48, bool)
+    inside[12:36] = True  # pixels 11.5 < p < 35.5
+    assert not maps[:, ~inside, :].any() and not maps[:, :, ~inside].any()
+
+
+@pytest.mark.parametrize("method", [GradCAM, GradCAMPlusPlus])
+def test_cams_work_on_a_mixed_precision_model(method, cnn, faces):
+    """A bfloat16 model (training's ``--bf16``) gives about the float32 map of the same weights."""
+    bf16 = build_model(ModelSpec("tiny"), policy="mixed_bfloat16")
+    bf16.set_weights(cnn.get_weights())
+    maps, expected = method(bf16).explain(faces, [0, 3, 6]), method(cnn).explain(faces, [0, 3, 6])
+    assert np.isfinite(maps).all() and expected.any()
+    assert np.abs(maps - expected).mean() < 0.05
 
 
 def test_integrated_gradients_of_a_linear_score_is_weight_times_change():

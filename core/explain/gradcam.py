@@ -6,8 +6,12 @@ sub-model and runs eagerly on every call (~57 ms a face on the ferlab CNN
 against 6-10 ms traced, on the shared 2-core dev box); on an ensemble it picks
 one member's conv layer and fails ("not connected to inputs"); and it
 upsamples with corner-aligned ``scipy.ndimage.zoom``, which shifts a 6x6 map
-by up to half a cell. Here the map is resized with pixel-centre alignment, so
-cell (i, j) of a 6x6 map is centred on pixels 8i..8i+7, 8j..8j+7.
+by up to half a cell. Here each cell is drawn where its receptive field is
+centred (``cell_centres``, from the layers' kernels, strides and padding):
+with 'same' padding throughout that is plain pixel-centre resizing, cell
+(i, j) of a 6x6 map on pixels 8i..8i+7, 8j..8j+7; after 'valid' convolutions
+(the ``vgg6avg`` preset) the cells sit nearer the middle of the face, and
+stretching them over all 48 pixels would draw mouth evidence on the chin.
 tests/test_explain.py checks that both give the same map at the layer's
 resolution.
 """
@@ -37,8 +41,9 @@ def cam_sources(model: keras.Model) -> list[tuple[keras.Model, str]]:
     members = [m for m in model.layers if isinstance(m, keras.Model)]
     sources = [(m, last_conv_layer(m)) for m in members]
     if not members or any(name is None for _, name in sources):
+        lacking = "has a member without one" if members else "has none"
         raise ValueError(
-            f"Grad-CAM needs a convolutional layer, and model '{model.name}' has none "
+            f"Grad-CAM needs a convolutional layer, and model '{model.name}' {lacking} "
             "(a DNN has no spatial feature maps to weight); the gradient, perturbation and LIME methods work on any model"
         )
     return sources  # type: ignore[return-value]
@@ -71,19 +76,73 @@ def plus_plus_weights(grads: tf.Tensor, features: tf.Tensor) -> tf.Tensor:
 Weighting = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
+def _through(geometry: tuple[float, float], window: int, stride: int, padding: str, n_in: int, n_out: int) -> tuple[float, float]:
+    """(start, step) of one axis after a window layer: output cell j covers inputs j*stride - before ..."""
+    start, step = geometry
+    before = max((n_out - 1) * stride + window - n_in, 0) // 2 if padding == "same" else 0  # TF pads the end more
+    return start + step * ((window - 1) / 2 - before), step * stride
+
+
+def cell_centres(net: keras.Model, layer_name: str) -> list[tuple[float, float, int]]:
+    """(start, step, cells) for rows and columns: cell j of the layer's output is centred on pixel start + step*j.
+
+    Walks the layers from the input: a convolution or pooling moves the
+    centres by its window and padding and multiplies the step by its stride;
+    any other layer must keep the image size (augmentation, BatchNorm, ...).
+    """
+    geometry = [(0.0, 1.0), (0.0, 1.0)]
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        n_in, n_out = tuple(layer.input.shape[1:3]), tuple(layer.output.shape[1:3])
+        window = getattr(layer, "pool_size", None) or getattr(layer, "kernel_size", None)
+        if window is not None and hasattr(layer, "strides"):
+            dilation = getattr(layer, "dilation_rate", (1, 1))
+            geometry = [
+                _through(geometry[a], dilation[a] * (window[a] - 1) + 1, layer.strides[a], layer.padding, n_in[a], n_out[a])
+                for a in (0, 1)
+            ]
+        elif n_in != n_out:
+            raise ValueError(f"Grad-CAM cannot place the cells of '{layer_name}': layer '{layer.name}' changes the image size")
+        if layer.name == layer_name:
+            return [(start, step, n) for (start, step), n in zip(geometry, n_out)]
+    raise ValueError(f"model '{net.name}' has no layer '{layer_name}'")
+
+
+def placement(start: float, step: float, cells: int, size: int = SIZE) -> np.ndarray:
+    """(size, cells) bilinear weights that draw cell j's value centred on pixel start + step*j.
+
+    Zero beyond half a step outside the outer cells: no cell's evidence is
+    centred there. With start 3.5, step 8 and 6 cells this is exactly
+    ``tf.image.resize``'s pixel-centre bilinear upsampling from 6 to 48.
+    """
+    where = (np.arange(size) - start) / step  # each pixel's position in cells
+    inside = (where >= -0.5) & (where <= cells - 0.5)
+    where = np.clip(where, 0, cells - 1)
+    low = np.floor(where).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    weights = np.zeros((size, cells), np.float32)
+    np.add.at(weights, (np.arange(size), low), 1 - (where - low))
+    np.add.at(weights, (np.arange(size), high), where - low)
+    return weights * inside[:, None]
+
+
 def _cam_function(net: keras.Model, layer_name: str, score: Score, weighting: Weighting) -> Callable[[np.ndarray, np.ndarray], tf.Tensor]:
     features_and_score = keras.Model(net.input, [net.get_layer(layer_name).output, score_tensor(net, score)])
+    rows, cols = (tf.constant(placement(*axis)) for axis in cell_centres(net, layer_name))  # (48,h), (48,w)
 
     @tf.function(input_signature=[FACES_SPEC, CLASSES_SPEC])
     def cam(faces: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:  # (B,48,48,1), (B,) -> (B,48,48)
         with tf.GradientTape() as tape:
-            features, scores = features_and_score(faces, training=False)  # (B,h,w,C), (B,7)
-            features = tf.cast(features, tf.float32)  # mixed-precision models compute in bfloat16
+            raw, scores = features_and_score(faces, training=False)  # (B,h,w,C), (B,7)
             picked = tf.gather(tf.cast(scores, tf.float32), targets, batch_dims=1)  # (B,)
-        grads = tape.gradient(picked, features)  # (B,h,w,C)
+        # The gradient is taken at the layer's own output (bfloat16 in a mixed-precision
+        # model): a float32 copy made inside the tape is not on the path to the score.
+        grads = tf.cast(tape.gradient(picked, raw), tf.float32)  # (B,h,w,C)
+        features = tf.cast(raw, tf.float32)
         weights = weighting(grads, features)  # (B,1,1,C): each filter's importance
-        heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))  # (B,h,w,1)
-        return tf.image.resize(heat, (SIZE, SIZE), method="bilinear")[..., 0]
+        heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))  # (B,h,w)
+        return tf.einsum("ph,bhw,qw->bpq", rows, heat, cols)
 
     return cam
 
