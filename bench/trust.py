@@ -1,6 +1,6 @@
 """Which explanation method to trust? Every method ranked on the demo set and on FER2013.
 
-    python bench/trust.py [--faces 100] [--sanity-faces 5] [--data ../shared/fer2013/fer2013.csv.gz]
+    python bench/trust.py [--faces 100] [--sanity-faces 5] [--data ../shared/fer2013/fer2013.csv.gz] [--methods M ...]
 
 For each data set, the default shipped CNN explains its own prediction on
 ``--faces`` held-out (PublicTest) faces, drawn at random with a fixed seed,
@@ -62,13 +62,15 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def bench(name: str, source: str | Path, n: int, sanity_faces: int, lime_samples: int, seed: int) -> None:
+def bench(name: str, source: str | Path, n: int, sanity_faces: int, lime_samples: int, seed: int,
+          methods: tuple[str, ...] = METHODS) -> None:
     run = Run(MODELS[name])
     sample = held_out_sample(load_dataset(source), n, seed)
     faces = sample.images
     model = run.model()
     start = time.perf_counter()  # the targets: each face's own prediction, as the Explain view defaults
-    table = compare_methods(model, faces, None, {key: {} for key in METHODS} | {"lime": {"n_samples": lime_samples}},
+    knobs = {key: {} for key in methods} | ({"lime": {"n_samples": lime_samples}} if "lime" in methods else {})
+    table = compare_methods(model, faces, None, knobs,
                             masks=sample.masks, sanity_faces=sanity_faces)
     print(f"\n### {name}: {run.id} on {len(faces)} {REPORT_SPLIT} faces ({time.perf_counter() - start:.0f} s in all)\n")
     print(markdown(table), flush=True)
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the FER2013 CSV (skipped when absent)")
     parser.add_argument("--only", choices=tuple(MODELS), help="one data set only")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS,
+                        help="the methods to score (a row again after a method changed); default all")
     args = parser.parse_args(argv)
     sets = {"demo": "demo", "fer2013": args.data}
     for name, source in sets.items():
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "fer2013" and not Path(source).exists():
             print(f"\n(FER2013 skipped: {source} not found)")
             continue
-        bench(name, source, args.faces, args.sanity_faces, args.lime_samples, args.seed)
+        bench(name, source, args.faces, args.sanity_faces, args.lime_samples, args.seed, tuple(args.methods))
     return 0
 
 

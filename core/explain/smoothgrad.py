@@ -40,8 +40,10 @@ class SmoothGrad(Explainer):
 
     def _maps(self, faces: np.ndarray, targets: np.ndarray) -> np.ndarray:
         n, k = len(faces), self.n_samples
+        # Every face gets the same k draws, so a face's map does not depend on
+        # which faces share its batch (the Explain page and Trust agree).
         rng = np.random.default_rng(self.random_state)
-        jitter = rng.standard_normal((n, k, SIZE, SIZE, 1), dtype=np.float32) * np.float32(self.noise * 255)
-        noisy = (faces[:, None] + jitter).reshape(n * k, SIZE, SIZE, 1)  # face-major: copies of a face are adjacent
+        jitter = rng.standard_normal((k, SIZE, SIZE, 1), dtype=np.float32) * np.float32(self.noise * 255)
+        noisy = (faces[:, None] + jitter[None]).reshape(n * k, SIZE, SIZE, 1)  # face-major: copies of a face are adjacent
         grads = score_gradients(self.model, self.score, noisy, np.repeat(targets, k))  # (N*k, 48, 48, 1)
         return np.abs(grads.reshape(n, k, SIZE, SIZE).mean(axis=1))  # (N, 48, 48)
