@@ -327,20 +327,28 @@ def test_vectorised_lime_matches_lime_itself(faces):
     np.testing.assert_allclose(sorted(ours), sorted(theirs))
 
 
-def test_explaining_never_changes_the_model(cnn, faces):
+@pytest.mark.parametrize("kind", ["cnn", "ensemble"])
+def test_explaining_never_changes_the_model(kind, faces, request):
+    """The dashboard's models are shared by every session (``st.cache_resource``)."""
+    from core.explain.trust import sanity_check
+
+    model = request.getfixturevalue(kind)
+
     def snapshot():
         layers = [(layer.name, type(layer).__name__, layer.trainable, getattr(layer, "activation", None))
-                  for layer in cnn.layers]
-        probs = np.asarray(cnn(faces[..., None].astype("float32"), training=False))
-        return layers, [w.copy() for w in cnn.get_weights()], probs
+                  for layer in model.layers]
+        probs = np.asarray(model(faces[..., None].astype("float32"), training=False))
+        return layers, [w.copy() for w in model.get_weights()], probs
 
     layers, weights, probs = snapshot()
     for key, cls in EXPLAINERS.items():
         for score in ("logit", "softmax"):
-            cls(cnn, score=score, **knobs(key)).explain(faces, [0, 1, 2])
-    filter_images(cnn, "s1_conv", [0, 1])
-    class_images(cnn)
-    feature_maps(cnn, "s0_conv", faces[0])
+            cls(model, score=score, **knobs(key)).explain(faces, [0, 1, 2])
+    sanity_check(model, Saliency, faces[0], 3)
+    if kind == "cnn":
+        filter_images(model, "s1_conv", [0, 1])
+        class_images(model)
+        feature_maps(model, "s0_conv", faces[0])
     layers_after, weights_after, probs_after = snapshot()
     assert layers_after == layers
     assert all(np.array_equal(a, b) for a, b in zip(weights, weights_after, strict=True))
