@@ -238,7 +238,12 @@ def load_csv(path: Path | str, text: bytes | None = None) -> FaceDataset:
         labels = _parse_labels(frame["emotion"], path, "emotion")
         images = _parse_pixels(frame["pixels"], path, "pixels")
         usage = frame["Usage"] if "Usage" in columns else pd.Series(["Training"] * len(frame))
-        splits = np.array([canonical_split(u) if u.strip() else "Training" for u in usage])
+        splits = np.array([canonical_split(u) for u in usage])
+        # A blank or misspelt Usage must not move a test face into training (or out of every split).
+        if len(unknown := np.flatnonzero(~np.isin(splits, list(set(_SPLIT_ALIASES.values()))))):
+            i = unknown[0]
+            raise DataError(f"{path}: line {i + 2}, field 'Usage': {usage.iloc[i]!r} is not a split "
+                            "(Training, PublicTest or PrivateTest)")
     elif {"label", "feature"} <= columns:
         labels = _parse_labels(frame["label"], path, "label")
         images = _parse_pixels(frame["feature"], path, "feature")

@@ -73,6 +73,8 @@ def test_image_folder_any_size_and_colour(tmp_path):
         ("", "the file is empty"),
         ("emotion,pixels,Usage\n", "header only"),
         ("emotion,pixels\n0,{good}\n\n3,{good}\n", "line 3 is empty"),
+        ("emotion,pixels,Usage\n0,{good},Training\n3,{good},\n", "line 3, field 'Usage': '' is not a split"),
+        ("emotion,pixels,Usage\n0,{good},Trainig\n", "line 2, field 'Usage': 'Trainig' is not a split"),
     ],
 )
 def test_bad_csv_names_file_row_and_field(tmp_path, text, message):
