@@ -281,6 +281,8 @@ class RunStore:
         run_id = self.run_id(cfg, data.fingerprint())
         if (done := self._finished(run_id)) is not None:
             return done
+        if config.init_from is not None and (problem := self._start_problem(config.init_from, cfg, data.fingerprint())):
+            raise ValueError(f"--init-from: {problem}; its weights have trained on this run's validation faces")
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=True)
         with _training_lock(path):
@@ -325,6 +327,25 @@ class RunStore:
         if (path / CARRIED_WEIGHTS).exists():
             return packing.load_packed(path / CARRIED_WEIGHTS, Run(path).train_config().model)
         raise ValueError(f"'{ref}': {path} holds no checkpoint (last.keras or {CARRIED_WEIGHTS})")
+
+    def _start_problem(self, ref: str, config: dict, fingerprint: str) -> str | None:
+        """Why the run ``init_from`` names would leak validation faces into a training
+        of ``config`` on the data of ``fingerprint``, or None.
+
+        Weights trained on the same data with another split have learnt about 90%
+        of this run's validation faces: they would choose its best epoch and lift
+        the validation accuracy that ``combine --select`` and the dashboard trust.
+        Weights from other data are fine-tuning, allowed.
+        """
+        run_id = ref.partition("@")[0]
+        start = self.get(run_id) or Run(self.root / run_id)
+        if (start.path / "metrics.json").exists():
+            same_data = start.metrics["data"]["fingerprint"] == fingerprint
+        elif (start.path / "config.json").exists():  # unfinished (RUN@EPOCH): its id hashes its data
+            same_data = self.run_id(start.train_config().to_dict(), fingerprint) == run_id
+        else:
+            return None  # no such run: start_weights says so
+        return _other_split(run_id, start.base_config, config) if same_data else None
 
     def start_curve(self, ref: str) -> pd.DataFrame:
         """The curve of the run ``init_from`` names; for ``RUN@EPOCH`` its history is at
@@ -584,10 +605,15 @@ def split_problem(run: Run, config: dict, fingerprint: str) -> str | None:
     """
     if run.metrics["data"]["fingerprint"] != fingerprint:
         return f"{run.id} was trained on other data ({run.metrics['data']['source']})"
+    return _other_split(run.id, run.base_config, config)
+
+
+def _other_split(run_id: str, theirs: dict, ours: dict) -> str | None:
+    """Why a run of config ``theirs`` holds out other faces than a training of ``ours`` (same data), or None."""
     split = ("train_split", "val_fraction", "seed")
-    theirs, ours = (tuple(c.get(k) for k in split) for c in (run.base_config, config))
-    if theirs != ours:
-        return (f"{run.id} has another validation split ({', '.join(f'{k}={v}' for k, v in zip(split, theirs))}); "
+    their_split = tuple(theirs.get(k) for k in split)
+    if their_split != tuple(ours.get(k) for k in split):
+        return (f"{run_id} has another validation split ({', '.join(f'{k}={v}' for k, v in zip(split, their_split))}); "
                 "the same --val-fraction and --seed are needed")
     return None
 

@@ -427,6 +427,8 @@ def test_training_can_start_from_a_finished_runs_weights(demo_small, runs_dir):
     np.testing.assert_array_equal(tuned.model().get_layer(conv).get_weights()[0], start.model().get_layer(conv).get_weights()[0])
     with pytest.raises(ValueError, match="the layers differ"):
         store.train(replace(frozen, model=ModelSpec("dnn", dnn_match="tiny")), demo_small)
+    with pytest.raises(ValueError, match="another validation split.*trained on this run's validation faces"):
+        store.train(replace(frozen, seed=1), demo_small)  # its start learnt ~90% of seed 1's validation faces
 
 
 def test_a_run_started_from_weights_on_other_data_keeps_their_normaliser(demo_small, runs_dir):
@@ -440,6 +442,7 @@ def test_a_run_started_from_weights_on_other_data_keeps_their_normaliser(demo_sm
     tuned = store.train(replace(TINY, epochs=1, learning_rate=0.0, init_from=start.id), darker)
     assert input_stats(tuned.model()) == pytest.approx(input_stats(start.model()))
     assert input_stats(start.model())[0] > 1.5 * float(darker.images.mean())  # the new data's would differ
+    store.train(replace(TINY, epochs=1, learning_rate=0.0, init_from=start.id, seed=1), darker)  # other data: any split
 
 
 def test_training_can_start_from_an_unfinished_runs_checkpoint_at_a_named_epoch(demo_small, tmp_path):
@@ -460,10 +463,10 @@ def test_training_can_start_from_an_unfinished_runs_checkpoint_at_a_named_epoch(
     carry(workdir, moved.root)
     from_carried = moved.train(frozen, demo_small).model().get_layer(conv).get_weights()[0]
     np.testing.assert_allclose(from_carried, checkpoint, rtol=1e-3, atol=1e-6)  # float16 kernels
-    for ref, message in [(f"{workdir.name}@3", "is at epoch 2, not 3"), (f"{workdir.name}@x", "RUN@EPOCH"),
-                         ("tiny-0000000000@2", "RUN@EPOCH")]:
+    for ref, seed, message in [(f"{workdir.name}@3", 0, "is at epoch 2, not 3"), (f"{workdir.name}@x", 0, "RUN@EPOCH"),
+                               ("tiny-0000000000@2", 0, "RUN@EPOCH"), (f"{workdir.name}@2", 1, "another validation split")]:
         with pytest.raises(ValueError, match=message):
-            store.train(replace(frozen, init_from=ref), demo_small)
+            store.train(replace(frozen, init_from=ref, seed=seed), demo_small)
 
 
 def test_distill_targets_mix_the_label_and_the_teacher():
