@@ -483,6 +483,7 @@ class RunStore:
         runs = self._combinable(run_ids)
         fingerprint = runs[0].metrics["data"]["fingerprint"]
         keep = None
+        selection = None
         if select:
             probs, y = _validation_probs(runs, tta, data)
             chosen = forward_select(probs, y)
@@ -492,9 +493,13 @@ class RunStore:
             if tta != "none":
                 val = metrics(y, np.mean([probs[i] for i in chosen], axis=0))["accuracy"]
                 keep["selected_with"] = {"tta": tta, "val_accuracy": val}
+            # In the id: the same members chosen from other candidates (or not chosen) are another record.
+            selection = {"from": keep["selected_from"], "tta": tta}
             runs = [runs[i] for i in chosen]
         cfg = {"kind": "ensemble", "members": [r.id for r in runs], "base": None,
                "label": "ensemble of " + _counted(r.config["model"]["arch"] for r in runs)}
+        if selection is not None:
+            cfg["selection"] = selection
         return self._stored_ensemble(cfg, fingerprint, runs, keep)
 
     def _combinable(self, run_ids: list[str]) -> list[Run]:
@@ -572,7 +577,22 @@ class RunStore:
         for other in packing.PRECISIONS:
             if other != kernels:
                 packing.weights_file(run.path, other).unlink(missing_ok=True)
+        self._recombine_users(run.id)
         return Run(run.path)
+
+    def _recombine_users(self, run_id: str) -> None:
+        """Write again each ensemble of this store that holds ``run_id``, just packed.
+
+        Why: an ensemble serves its members' weights as they are now, so its stored
+        predictions and metrics must be theirs too; its rule accuracies from before
+        stay on record under ``rules_float32``, as when the ensemble itself is packed.
+        """
+        for user in self.list():
+            if user.is_ensemble and user.path.parent == self.root and run_id in user.config["members"]:
+                before = user.metrics
+                keep = {k: v for k, v in before.items() if k not in ("rules", "val", "test", "weights")}
+                keep["rules_float32"] = before.get("rules_float32") or {r: _accuracies(m) for r, m in before["rules"].items()}
+                _write_ensemble(user.path, user.config, [Run(p) for p in user.member_paths()], keep)
 
 
 def _validation_probs(runs: list[Run], tta: str, data: FaceDataset | None) -> tuple[list[np.ndarray], np.ndarray]:

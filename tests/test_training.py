@@ -255,6 +255,10 @@ def test_combine_averages_runs_of_different_architectures(demo_small, runs_dir):
 
     store.pack(cnn.id, demo_small)
     assert run_table([both, cnn, dnn])["weights"].tolist() == ["float16+float32", "float16", "float32"]
+    # The ensemble's stored predictions and metrics are now those of the packed member, the earlier ones on record.
+    after, packed = Run(both.path), Run(cnn.path).predictions()["test_probs"]
+    np.testing.assert_allclose(after.predictions()["test_probs"], (packed + stored[1]) / 2, atol=1e-6)
+    assert after.metrics["rules_float32"]["average"] == {k: both.metrics[k]["accuracy"] for k in ("val", "test")}
     np.testing.assert_allclose(cnn.model().predict(faces, verbose=0), live[0], atol=2e-2)  # a Run from before the pack
 
 
@@ -280,8 +284,10 @@ def _candidates_a_b_c(store: RunStore, data) -> list[Run]:
 def test_combine_select_keeps_the_runs_that_raise_validation_accuracy(demo_small, runs_dir):
     store = RunStore(runs_dir, shipped=[])
     ids = [run.id for run in _candidates_a_b_c(store, demo_small)]
+    unselected = store.combine([ids[1], ids[0]])  # the same members, not chosen on validation
     picked = store.combine(ids, select=True)
     assert picked.config["members"] == [ids[1], ids[0]] and picked.metrics["selected_from"] == ids
+    assert picked.id != unselected.id and "selected_from" not in Run(unselected.path).metrics
     assert picked.metrics["val"]["accuracy"] == 1.0
     with pytest.raises(ValueError, match=f"selection kept only {ids[1]}"):
         store.combine([ids[1], ids[2]], select=True)
