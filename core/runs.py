@@ -610,9 +610,15 @@ def _validation_probs(runs: list[Run], tta: str, data: FaceDataset | None) -> tu
     if data.fingerprint() != runs[0].metrics["data"]["fingerprint"]:
         raise ValueError(f"--data is not the data set {runs[0].id} was trained on ({runs[0].metrics['data']['source']})")
     _, val = training_split(data, runs[0].train_config())
-    if not np.array_equal(val.ids.astype(str), stored["val_ids"]):
+    if _rows(val.ids) != _rows(stored["val_ids"]):
         raise ValueError(f"the validation faces of --data do not match those stored with {runs[0].id}")
     return [predict_probs(run.model(), val.images, tta=tta) for run in runs], y
+
+
+def _rows(ids: np.ndarray) -> list[str]:
+    """Face ids without a CSV's file name ('fer2013.csv.gz:line 5' -> '5'): the data
+    fingerprint ignores names, so fer2013.csv and fer2013.csv.gz are one data set."""
+    return [i.rpartition(":line ")[2] if ":line " in i else i for i in ids.astype(str)]
 
 
 def split_problem(run: Run, config: dict, fingerprint: str) -> str | None:

@@ -324,6 +324,21 @@ def test_combine_select_under_tta_chooses_on_validation_faces_predicted_again(de
             store.combine(ids, **kwargs)
 
 
+def test_a_csv_and_its_gzip_hold_the_same_rows(tmp_path):
+    """What ``combine --select --tta`` checks: runs trained on fer2013.csv.gz choose on fer2013.csv too."""
+    import gzip
+
+    from core.data import load_csv
+    from core.runs import _rows
+
+    text = "emotion,pixels,Usage\n" + "".join(f"{e},{' '.join([str(e)] * 2304)},Training\n" for e in range(7))
+    (tmp_path / "faces.csv").write_text(text)
+    (tmp_path / "faces.csv.gz").write_bytes(gzip.compress(text.encode()))
+    plain, packed = load_csv(tmp_path / "faces.csv"), load_csv(tmp_path / "faces.csv.gz")
+    assert plain.fingerprint() == packed.fingerprint() and list(plain.ids) != list(packed.ids)
+    assert _rows(plain.ids) == _rows(packed.ids) == [str(line) for line in range(2, 9)]
+
+
 def test_a_combined_ensembles_label_counts_repeated_architectures():
     """A deep ensemble of 5 ferlab is labelled '5 ferlab', not five names in a row."""
     assert _counted(["ferlab", "ferlab", "vgg9", "ferlab"]) == "3 ferlab + vgg9"
