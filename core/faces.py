@@ -120,6 +120,16 @@ SIZE = 48
 
 MAX_PIXELS = 40_000_000  # ~40 megapixels: larger than any phone photo, small enough to decode safely
 MAX_SIDE = 20_000  # a 1x40-megapixel strip is no photo either
+# Pillow tells formats by content, not by the file's extension: only these are
+# opened (EPS, say, would be handed to Ghostscript through a temporary file).
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG opens multi-picture (MPO) files too
+# Photos are kept at most this long side: the detectors look at 800 pixels, so
+# a face they find is >= 2.5% of the side, >= 51 pixels here, more than the
+# models' 48; a 40-megapixel photo would cost ~120 MB per copy instead of ~12.
+DECODE_SIDE = 2048
+# Decodes at once, server-wide: a class uploading together queues, rather than
+# holding a full-size decode (several copies of the photo) per student.
+_DECODING = threading.BoundedSemaphore(2)
 
 
 class PhotoError(ValueError):
@@ -130,7 +140,8 @@ def load_photo(data: bytes) -> np.ndarray:
     """(H, W, 3) uint8 RGB from the bytes of an image file, decoded in memory.
 
     Decoded as image-folder faces are (:func:`core.data.upright_rgb`: EXIF
-    orientation, transparency on white, 8-bit RGB from any mode). The pixel count is checked from the
+    orientation, transparency on white, 8-bit RGB from any mode), then shrunk
+    to :data:`DECODE_SIDE` if longer. The pixel count is checked from the
     header *before* the pixels are decoded, so a decompression bomb (a small
     file that claims to be gigapixels) costs nothing.
 
@@ -139,11 +150,16 @@ def load_photo(data: bytes) -> np.ndarray:
     """
     if data is None or len(data) == 0:
         raise PhotoError("The file is empty (0 bytes). Please upload a photo.")
+    with _DECODING:
+        return _decode(data)
+
+
+def _decode(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Our own limit is checked below; PIL's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(data)))
+            image = Image.open(io.BytesIO(bytes(data)), formats=PHOTO_FORMATS)
     except Image.DecompressionBombError:
         raise PhotoError(_too_large_message()) from None
     except UnidentifiedImageError:
@@ -158,6 +174,7 @@ def load_photo(data: bytes) -> np.ndarray:
         raise PhotoError(_too_large_message(width, height))
 
     try:
+        image.draft("RGB", (DECODE_SIDE, DECODE_SIDE))  # JPEG: decoded at 1/2, 1/4.. scale, still >= DECODE_SIDE
         image.load()
     except OSError as err:
         if "truncat" in str(err).lower() or "broken data stream" in str(err).lower():
@@ -166,7 +183,13 @@ def load_photo(data: bytes) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - zlib, struct, syntax errors from damaged data
         raise PhotoError(f"The image file is damaged and cannot be decoded ({type(err).__name__}).") from None
 
-    return upright_rgb(image)
+    rgb = upright_rgb(image)
+    del image
+    h, w = rgb.shape[:2]
+    if max(h, w) > DECODE_SIDE:
+        scale = DECODE_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return rgb
 
 
 def _too_large_message(width: int | None = None, height: int | None = None) -> str:

@@ -14,6 +14,7 @@ browser.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import cv2
@@ -24,7 +25,7 @@ from PIL import Image
 
 from core.data import EMOTIONS
 from core.explain.occlusion import cover_regions
-from core.faces import PhotoError, align_face, centre_crop_face, draw_boxes, faces_in_photo, whole_image_face
+from core.faces import PHOTO_FORMATS, PhotoError, align_face, centre_crop_face, draw_boxes, faces_in_photo, whole_image_face
 from core.figures import probability_bars, upscale
 from dashboard import inference, nav, pickers, state
 
@@ -92,12 +93,13 @@ def _conversion_note(data: bytes) -> str:
 
     Only the header is read (the pixels were decoded already, successfully).
     """
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:
         mode, transparent = image.mode, "transparency" in image.info
     if mode == "CMYK":
         return "This is a CMYK (print) image: its colours were converted to RGB, then to grey for the models."
     if transparent or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        return "This image has transparent parts: they are shown on white, which is what the face detector and the models see."
+        return ("This image has a transparency channel: any transparent parts are shown on white, "
+                "which is what the face detector and the models see.")
     return ""
 
 
@@ -153,7 +155,11 @@ def face_crops(photo: Photo, key: str) -> np.ndarray | None:
         with st.spinner("Looking for faces…"):
             found = read_photo(photo.digest, photo.data)
     except PhotoError as err:
-        st.error(str(err))
+        st.error(f"{photo.name}: {err}")
+        return None
+    except Exception as err:  # noqa: BLE001 - a detector or decoder failing on this photo: a message, not a traceback
+        logging.getLogger(__name__).exception("photo %s", photo.name)
+        st.error(f"{photo.name}: this photo could not be processed ({type(err).__name__}); please try another one.")
         return None
     if found.note:
         st.warning(found.note)
@@ -166,7 +172,7 @@ def face_crops(photo: Photo, key: str) -> np.ndarray | None:
         st.image(found.boxed, caption=f"{count} found, numbered left to right", width=width)
         return found.crops
     st.image(found.boxed, width=width)
-    st.warning("No face found in this photo. The detector (CenterFace, with MTCNN's second look) can miss very "
+    st.warning(f"{photo.name}: no face found in this photo. The detector (CenterFace, with MTCNN's second look) can miss very "
                "small faces, faces turned far to the side, or heavily shadowed ones; you can still classify part of the image.")
     choice = st.radio("Use instead", list(FALLBACKS), index=None, format_func=FALLBACKS.get, horizontal=True,
                       key=f"{key}_fallback")

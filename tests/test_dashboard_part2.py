@@ -121,7 +121,7 @@ def test_home_photo_boxes_every_face_and_every_model_predicts(lab, two_faces):
 
 def test_home_photo_without_a_face_offers_the_whole_image_or_a_centre_crop(lab):
     at = upload(open_page("home.py"), "wall.png", no_face())
-    assert any("No face found" in w.value for w in at.warning)
+    assert any("wall.png: no face found" in w.value for w in at.warning)
     assert not at.dataframe or "face 1" not in at.dataframe[-1].value.index  # nothing predicted until chosen
     at.radio(key="home_photo_fallback").set_value("centre").run()
     assert not at.exception, at.exception
@@ -211,6 +211,7 @@ def test_bad_or_unusual_photos_give_a_message_not_a_traceback(lab, name, make, k
     messages = [m.value for m in getattr(at, kind)]
     assert any(words in m for m in messages), messages
     if kind == "error":
+        assert any(m.startswith(f"{name}: ") for m in messages), messages  # which of the class's uploads it was
         assert not at.dataframe or "val accuracy" in at.dataframe[-1].value.columns  # only Home's best-models table
     else:
         assert not at.error and list(at.dataframe[-1].value.index) == ["face 1"]  # converted and predicted

@@ -395,6 +395,24 @@ def test_unreadable_files_raise_photo_error(data, words):
         F.load_photo(data)
 
 
+def test_only_photo_formats_are_opened():
+    """Pillow tells formats by content: an EPS named .jpg would go to Ghostscript through a temporary file."""
+    from PIL import EpsImagePlugin  # noqa: F401 - registers EPS, as any Pillow install has it
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 48 48\n%%EndComments\nshowpage\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"  # what an unrestricted open would do
+    with pytest.raises(F.PhotoError, match="not an image"):
+        F.load_photo(eps)
+
+
+def test_large_photos_are_kept_at_decode_side(astronaut):
+    """A 5000-pixel-wide JPEG is decoded at half scale, then shrunk to DECODE_SIDE; detection sees 800 anyway."""
+    wide = np.asarray(Image.fromarray(astronaut).resize((5000, 1000)))
+    for data in (encode(wide, "JPEG", quality=90), encode(wide)):
+        assert F.load_photo(data).shape == (410, F.DECODE_SIDE, 3)
+    assert F.load_photo(encode(astronaut)).shape == astronaut.shape  # smaller photos as they are
+
+
 def test_truncated_files_raise_photo_error(astronaut):
     png = encode(astronaut)
     with pytest.raises(F.PhotoError, match="truncated"):
