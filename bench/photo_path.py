@@ -27,8 +27,9 @@ A detection matches a ground-truth face at IoU >= 0.4 (greedy, best first);
 unmatched detections are false positives ("framed": found, and framed the way
 FER2013 framed that face). A second rule, "on the face" (:func:`on_face`),
 asks only whether the face was found, whatever its framing. A face found with keypoints is
-reported with the square its aligned crop covers (core.faces.crop_box), which
-is what the page draws; a FER2013 face framed like the median one gives IoU 1.
+reported with the upright square its aligned crop covers (core.faces.crop_box;
+the page draws that crop's turned outline, core.faces.crop_outline); a FER2013
+face framed like the median one gives IoU 1.
 """
 
 from __future__ import annotations

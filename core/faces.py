@@ -761,15 +761,28 @@ def _keypoint_transform(face: Face) -> np.ndarray | None:
 def crop_box(face: Face) -> tuple[float, float, float, float]:
     """The upright square (x, y, w, h) in photo pixels that the face's aligned 48x48 crop covers.
 
-    Same centre and side as the crop (which is turned by the eye angle); this
-    is the box a user sees drawn, and, framed like FER2013, the box that
-    matches a FER2013 face's own 48x48 frame, whatever the detector's own box
-    convention (MTCNN's is narrower and taller, CenterFace's larger).
+    Same centre and side as the crop (which is turned by the eye angle; the
+    outline drawn on the photo is :func:`crop_outline`); framed like FER2013,
+    the box that matches a FER2013 face's own 48x48 frame, whatever the
+    detector's own box convention (MTCNN's is narrower and taller,
+    CenterFace's larger), so overlaps between detectors mean the same.
     """
     m = face_transform(face)
     cx, cy = cv2.invertAffineTransform(m) @ np.array([SIZE / 2, SIZE / 2, 1.0])
     side = SIZE / float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     return (float(cx - side / 2), float(cy - side / 2), side, side)
+
+
+def crop_outline(face: Face) -> np.ndarray:
+    """(4, 2) photo coordinates of the aligned crop's corners: top-left, top-right, bottom-right, bottom-left.
+
+    The outline drawn on the photo: the crop is turned by the eye angle (and,
+    without keypoints, framed around the detector's box), so an upright box
+    would show a user other pixels than the model got.
+    """
+    frame = np.array([[0.0, 0.0], [SIZE, 0.0], [SIZE, SIZE], [0.0, SIZE]])
+    back = cv2.invertAffineTransform(face_transform(face))  # (2, 3): 48-px frame -> photo
+    return frame @ back[:, :2].T + back[:, 2]
 
 
 def _box_transform(face: Face) -> np.ndarray:
@@ -920,17 +933,19 @@ _BOX_COLOUR = (255, 64, 32)
 
 
 def draw_boxes(rgb: np.ndarray, faces: list[Face], colour: tuple[int, int, int] = _BOX_COLOUR) -> np.ndarray:
-    """A copy of the photo with each face boxed and numbered 1, 2, ... in list order."""
+    """A copy of the photo with each face's crop outlined (:func:`crop_outline`) and numbered 1, 2, ... in list order."""
     out = _as_rgb(rgb).copy()
     h, w = out.shape[:2]
     thick = max(2, round(max(h, w) / 400))
     font_scale = max(0.5, max(h, w) / 900)
     for number, face in enumerate(faces, start=1):
-        x, y, bw, bh = face.int_box
-        cv2.rectangle(out, (x, y), (x + bw, y + bh), colour, thick, cv2.LINE_AA)
+        corners = crop_outline(face)
+        cv2.polylines(out, [np.round(corners).astype(np.int32)], True, colour, thick, cv2.LINE_AA)
+        x, y = (int(round(v)) for v in corners.min(axis=0))
+        bottom = int(round(corners[:, 1].max()))
         label = str(number)
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
-        ty = y - 4 if y - th - base - 4 >= 0 else min(h - 1, y + bh + th + 4)
+        ty = y - 4 if y - th - base - 4 >= 0 else min(h - 1, bottom + th + 4)
         tx = min(max(0, x), max(0, w - tw - 4))
         cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 4, ty + base), colour, -1)
         cv2.putText(out, label, (tx + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thick, cv2.LINE_AA)

@@ -346,9 +346,19 @@ def test_draw_boxes_numbers_faces_and_leaves_the_photo_alone(astronaut, astro_fa
     drawn = F.draw_boxes(astronaut, [astro_face, F.Face((10, 10, 50, 50), detector="given")])
     assert np.array_equal(astronaut, before)
     assert drawn.shape == astronaut.shape and drawn.dtype == np.uint8
-    x, y, w, h = astro_face.int_box
-    assert (drawn[y + h // 2, x] != astronaut[y + h // 2, x]).any()  # left edge of box 1 is painted
-    assert (drawn[35, 10] != astronaut[35, 10]).any()
+    for face in (astro_face, F.Face((10, 10, 50, 50), detector="given")):
+        x, y = np.round(F.crop_outline(face)[[0, 3]].mean(axis=0)).astype(int)  # the middle of the left edge
+        assert (drawn[y, x] != astronaut[y, x]).any()
+
+
+def test_the_outline_drawn_is_the_crop_turned_with_the_head():
+    """Keypoints of the FER2013 template, 4x larger and turned 30 degrees: the crop, and its outline, turn with them."""
+    turn = np.radians(30.0)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    keypoints = {k: tuple(rotation @ (4 * np.array(p)) + (300, 100)) for k, p in F.FER_TEMPLATE.items()}
+    corners = F.crop_outline(F.Face((0, 0, 1, 1), keypoints=keypoints, detector="mtcnn"))
+    expected = (4 * np.array([[0, 0], [48, 0], [48, 48], [0, 48]])) @ rotation.T + (300, 100)
+    np.testing.assert_allclose(corners, expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
