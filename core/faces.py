@@ -185,11 +185,20 @@ def _decode(data: bytes) -> np.ndarray:
 
     rgb = upright_rgb(image)
     del image
+    return shrink_to(rgb, DECODE_SIDE)
+
+
+def shrink_to(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` resized so its long side is at most ``side`` pixels (unchanged if already smaller).
+
+    INTER_AREA averages the pixels each output pixel covers, so a shrunk photo does not alias; one
+    helper serves decoding, detection and the dashboard's preview so they round sizes alike.
+    """
     h, w = rgb.shape[:2]
-    if max(h, w) > DECODE_SIDE:
-        scale = DECODE_SIDE / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return rgb
+    scale = side / max(h, w)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _too_large_message(width: int | None = None, height: int | None = None) -> str:
@@ -440,8 +449,7 @@ def _detect_scaled(
 ) -> tuple[list[Face], list[Face]]:
     """(faces at ``min_score``, doubtful boxes at ``floor``..``min_score``) of one detector, in photo pixels."""
     h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = shrink_to(rgb, max_side)
     # Exact per-axis factors after rounding the shrunk size.
     sx, sy = w / small.shape[1], h / small.shape[0]
     faces: list[Face] = []

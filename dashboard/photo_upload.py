@@ -17,7 +17,6 @@ import io
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -25,7 +24,16 @@ from PIL import Image
 
 from core.data import EMOTIONS
 from core.explain.occlusion import cover_regions
-from core.faces import PHOTO_FORMATS, PhotoError, align_face, centre_crop_face, draw_boxes, faces_in_photo, whole_image_face
+from core.faces import (
+    PHOTO_FORMATS,
+    PhotoError,
+    align_face,
+    centre_crop_face,
+    draw_boxes,
+    faces_in_photo,
+    shrink_to,
+    whole_image_face,
+)
 from core.figures import probability_bars, upscale
 from dashboard import inference, nav, pickers, state
 
@@ -71,21 +79,12 @@ def read_photo(photo_digest: str, _data: bytes) -> FoundFaces:
     if not photo.faces:
         fallbacks = {"whole": align_face(rgb, whole_image_face(rgb)), "centre": align_face(rgb, centre_crop_face(rgb))}
     return FoundFaces(
-        boxed=_shrink(draw_boxes(rgb, photo.faces)),
+        boxed=shrink_to(draw_boxes(rgb, photo.faces), PREVIEW_SIDE),  # 40 MP would cost 120 MB a cache entry
         crops=photo.crops,
         skipped_detection=photo.skipped_detection,
         fallbacks=fallbacks,
         note=_conversion_note(_data),
     )
-
-
-def _shrink(rgb: np.ndarray) -> np.ndarray:
-    """A 40-megapixel photo would cost 120 MB per cache entry and per browser: PREVIEW_SIDE is plenty."""
-    h, w = rgb.shape[:2]
-    scale = PREVIEW_SIDE / max(h, w)
-    if scale >= 1:
-        return rgb
-    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _conversion_note(data: bytes) -> str:

@@ -423,6 +423,16 @@ def test_large_photos_are_kept_at_decode_side(astronaut):
     assert F.load_photo(encode(astronaut)).shape == astronaut.shape  # smaller photos as they are
 
 
+def test_shrink_to_keeps_aspect_and_averages():
+    """Long side capped, short side rounded to keep the aspect; a 2x2 checker averages to its mean grey."""
+    checker = np.indices((600, 300)).sum(axis=0) % 2 * 255
+    rgb = np.repeat(checker[..., None], 3, axis=2).astype(np.uint8)
+    small = F.shrink_to(rgb, 150)
+    assert small.shape == (150, 75, 3)
+    assert np.abs(small.astype(float) - 127.5).max() <= 1  # averaged, not sampled (sampling gives 0 or 255)
+    assert F.shrink_to(rgb, 600) is rgb  # already within the side: the same array, no copy
+
+
 def test_truncated_files_raise_photo_error(astronaut):
     png = encode(astronaut)
     with pytest.raises(F.PhotoError, match="truncated"):
