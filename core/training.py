@@ -18,6 +18,7 @@ The run it makes is the same kind of run folder, readable by the dashboard.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from core.models import N_CLASSES, ModelSpec, build_model, drop_later_defaults, 
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
-BEST_EPOCH = "best.json"  # {"epoch": N}: the epoch whose weights best.keras holds (``best_epoch``)
+BEST_EPOCH = "best.json"  # {"epoch": N, "sha256": of best.keras}: the epoch whose weights it holds (``best_epoch``)
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "compute"]
 POLICIES = {False: "float32", True: "mixed_bfloat16"}  # TrainConfig.mixed_precision -> Keras dtype policy
 
@@ -361,12 +362,23 @@ def best_epoch(workdir: Path, history: pd.DataFrame) -> int | None:
     whose weights are gone. A ``best.keras`` without ``best.json`` is from
     before it was written and ranked every epoch of its history.
     """
-    if not (workdir / "best.keras").exists():
+    best = workdir / "best.keras"
+    if not best.exists():
         return None
     named = workdir / BEST_EPOCH
-    if named.exists():
-        return int(json.loads(named.read_text())["epoch"])
-    return int(history["val_accuracy"].idxmax()) + 1
+    if not named.exists():
+        return int(history["val_accuracy"].idxmax()) + 1
+    record = json.loads(named.read_text())
+    if "sha256" in record and record["sha256"] != file_digest(best):
+        # Killed between the two writes: best.keras holds the epoch after the last history row (history.csv is
+        # written last), which the resumed training redoes and then ranks as best, as after any unrecorded epoch.
+        return len(history) + 1
+    return int(record["epoch"])
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file: ties ``best.json`` to the ``best.keras`` it describes (written one after the other)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def carry(workdir: Path, dest_root: Path) -> Path:
@@ -437,7 +449,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.history = pd.concat([self.history, pd.DataFrame([row])], ignore_index=True)
         if self.best is None or row["val_accuracy"] >= self.history["val_accuracy"].iloc[self.best - 1]:
             save_atomic(self.model, self.workdir / "best.keras")
-            write_text_atomic(self.workdir / BEST_EPOCH, json.dumps({"epoch": row["epoch"]}))
+            digest = file_digest(self.workdir / "best.keras")
+            write_text_atomic(self.workdir / BEST_EPOCH, json.dumps({"epoch": row["epoch"], "sha256": digest}))
             self.best = row["epoch"]
         save_atomic(self.model, self.workdir / "last.keras")
         # history.csv last: its length is the number of epochs whose checkpoint is safe.

@@ -24,14 +24,17 @@ from core.training import (
     BEST_EPOCH,
     CARRIED_WEIGHTS,
     TrainConfig,
+    best_epoch,
     build_compiled,
     carry,
     compute_policy,
     distill_targets,
     estimate_moments,
+    file_digest,
     fit,
     make_dataset,
     read_history,
+    save_atomic,
     training_split,
     with_policy,
 )
@@ -611,6 +614,24 @@ def test_a_run_carried_without_best_keras_resumes_and_finishes(demo_small, tmp_p
     assert run.metrics["best_epoch"] == 3  # the only epoch trained since the carry, not epoch 1
     assert run.metrics["val"]["accuracy"] == pytest.approx(run.history()["val_accuracy"].iloc[2], abs=1e-6)
     assert not (workdir / BEST_EPOCH).exists()
+
+
+def test_a_kill_between_best_keras_and_best_json_is_not_mislabelled(demo_small, tmp_path):
+    """best.json names its best.keras by digest: new weights under an old best.json are the unrecorded next epoch."""
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = _stopped_after_epoch_2(config, store, demo_small)
+    history = read_history(workdir)
+    named = best_epoch(workdir, history)
+    assert named in (1, 2) and json.loads((workdir / BEST_EPOCH).read_text())["sha256"] == file_digest(workdir / "best.keras")
+    model = keras.models.load_model(workdir / "last.keras", safe_mode=True)
+    model.set_weights([w + 0.01 for w in model.get_weights()])
+    save_atomic(model, workdir / "best.keras")  # as if epoch 3 was saved as best, then the process killed
+    assert file_digest(workdir / "best.keras") != json.loads((workdir / BEST_EPOCH).read_text())["sha256"]
+    assert best_epoch(workdir, history) == 3
+    run = store.train(config, demo_small)  # epoch 3 is redone and, ranked against itself, kept as best
+    assert run.metrics["best_epoch"] == 3
+    assert run.metrics["val"]["accuracy"] == pytest.approx(run.history()["val_accuracy"].iloc[2], abs=1e-6)
 
 
 class _Killed(Exception):
