@@ -41,6 +41,10 @@ def _common(parser: argparse.ArgumentParser, data: bool = True) -> None:
 def _train_options(parser: argparse.ArgumentParser) -> None:
     from core.models import DEFAULT_CNN, PRESETS, Augment
 
+    parser.add_argument("--compute", choices=("float32", "bf16"),
+                        help="compute this call's epochs in this precision, whatever --bf16 says; --bf16 stays part of "
+                             "the run (its id): to go on with a --bf16 run on a CPU without native bfloat16, add "
+                             "--compute float32. history.csv's 'compute' column records each epoch's")
     parser.add_argument("--model", default="cnn", help=f"cnn (= {DEFAULT_CNN}), dnn, or a preset: {', '.join(PRESETS)}")
     parser.add_argument("--match", default=DEFAULT_CNN, help="for --model dnn: the CNN whose trainable-parameter count it matches")
     parser.add_argument("--epochs", type=int, default=30)
@@ -93,10 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model (or return the stored run for the same config and data)")
     _common(p)
     _train_options(p)
-    p.add_argument("--compute", choices=("float32", "bf16"),
-                   help="compute this call's epochs in this precision, whatever --bf16 says; --bf16 stays part of "
-                        "the run (its id): to go on with a --bf16 run on a CPU without native bfloat16, add "
-                        "--compute float32. history.csv's 'compute' column records each epoch's")
 
     p = sub.add_parser("ensemble", help="bagging: N models on bootstrap resamples (or, --no-resample, on all faces), combined three ways")
     _common(p)

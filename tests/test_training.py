@@ -937,9 +937,10 @@ def test_cli_warns_when_bf16_would_be_emulated(tmp_path):
     proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--bf16", "--runs", str(tmp_path))
     assert proc.returncode != 0 and "missing.csv" in proc.stderr
     assert ("warning: bfloat16 on a CPU without native bfloat16" in proc.stderr) == (native_bfloat16() is False)
-    for args in ([], ["--bf16", "--compute", "float32"]):
-        proc = _cli("train", "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path), *args)
-        assert proc.returncode != 0 and "warning: bfloat16" not in proc.stderr
+    for command in ("train", "ensemble"):  # an ensemble member resumed on such a CPU takes --compute too
+        for args in ([], ["--bf16", "--compute", "float32"]):
+            proc = _cli(command, "--data", str(tmp_path / "missing.csv"), "--model", "tiny", "--runs", str(tmp_path), *args)
+            assert proc.returncode != 0 and "missing.csv" in proc.stderr and "warning: bfloat16" not in proc.stderr
 
 
 def test_batches_for_other_backends_show_every_face_once_an_epoch_in_a_seeded_order():
