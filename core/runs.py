@@ -34,6 +34,7 @@ from core.evaluation import ENSEMBLE_RULES, combine, forward_select, metrics, pr
 from core.models import count_params, inference_model
 from core.training import (
     BEST_EPOCH,
+    CARRIED_BEST,
     CARRIED_WEIGHTS,
     FitResult,
     Progress,
@@ -417,7 +418,7 @@ class RunStore:
         report.update(keep or {})
         write_text_atomic(path / "metrics.json", json.dumps(report, indent=2))
         # The checkpoints go once the metrics mark the run finished: a kill in between leaves a finished run, not a lost one.
-        for name in ("last.keras", "best.keras", BEST_EPOCH, "progress.json", CARRIED_WEIGHTS):
+        for name in ("last.keras", "best.keras", BEST_EPOCH, "progress.json", CARRIED_WEIGHTS, CARRIED_BEST):
             (path / name).unlink(missing_ok=True)
 
     def ensemble(

@@ -37,6 +37,7 @@ from core.models import N_CLASSES, ModelSpec, build_model, drop_later_defaults, 
 from core.packing import read_packed, save_packed
 
 CARRIED_WEIGHTS = "last.f16.npz"  # a carried run's last epoch, without optimiser state (``carry``)
+CARRIED_BEST = "best.f16.npz"  # a carried run's best epoch so far, when it is not the last (``carry``)
 BEST_EPOCH = "best.json"  # {"epoch": N, "sha256": of best.keras}: the epoch whose weights it holds (``best_epoch``)
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "compute"]
 POLICIES = {False: "float32", True: "mixed_bfloat16"}  # TrainConfig.mixed_precision -> Keras dtype policy
@@ -388,8 +389,11 @@ def carry(workdir: Path, dest_root: Path) -> Path:
     (``ferlab-wide``'s is 56 MB), too much to commit at every stop. The carried
     folder keeps ``config.json``, ``history.csv`` and the last epoch's weights
     with float16 kernels (``ferlab-wide``: 9 MB); copied into a run store, the
-    same ``train`` command resumes from it (``fit``). Built in a temp folder
-    and renamed, so an older carry of the run is replaced whole or not at all.
+    same ``train`` command resumes from it (``fit``). The best epoch so far goes
+    too (``best.json``, and its weights when it is not the last epoch): without
+    it, a run moved to a new machine could only pick its final model from the
+    epochs trained there. Built in a temp folder and renamed, so an older carry
+    of the run is replaced whole or not at all.
     """
     workdir, dest_root = Path(workdir), Path(dest_root)
     dest, tmp, old = (dest_root / name for name in (workdir.name, f".{workdir.name}.tmp", f".{workdir.name}.old"))
@@ -400,6 +404,12 @@ def carry(workdir: Path, dest_root: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_packed(model, tmp / CARRIED_WEIGHTS, "float16")
+    best = _best_so_far(workdir, history)
+    if best is not None:
+        epoch, weights = best
+        if weights is not None:
+            save_packed(weights, tmp / CARRIED_BEST, "float16")
+        write_text_atomic(tmp / BEST_EPOCH, json.dumps({"epoch": epoch}))
     shutil.copy2(workdir / "config.json", tmp / "config.json")
     write_text_atomic(tmp / "history.csv", history.to_csv(index=False))
     if dest.exists():
@@ -407,6 +417,40 @@ def carry(workdir: Path, dest_root: Path) -> Path:
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def _best_so_far(workdir: Path, history: pd.DataFrame) -> tuple[int, keras.Model | None] | None:
+    """(epoch, its model) of ``best.keras`` for ``carry``; the model is None when the
+    epoch is the last one of ``history`` (the carried last weights are it). None when
+    there is no best epoch within ``history``, or ``best.keras`` changed while read
+    (the training went on): the resumed run then ranks the epochs after it, as before."""
+    best = workdir / "best.keras"
+    epoch = best_epoch(workdir, history)
+    if epoch is None or epoch > len(history):
+        return None
+    if epoch == len(history):
+        return epoch, None
+    digest = file_digest(best)
+    model = keras.models.load_model(best, safe_mode=True)
+    if digest != file_digest(best) or best_epoch(workdir, history) != epoch:
+        return None
+    return epoch, model
+
+
+def restore_carried_best(workdir: Path, model: keras.Model) -> None:
+    """``best.keras`` and ``best.json`` again from what ``carry`` kept, so the resumed
+    run ranks its whole history. ``model``: the resumed model, holding the carried
+    last epoch; it is saved as it is when that epoch is the best, else a copy takes
+    the best epoch's weights (the training model itself must keep its own)."""
+    named = workdir / BEST_EPOCH
+    if (workdir / "best.keras").exists() or not named.exists():
+        return
+    if (workdir / CARRIED_BEST).exists():
+        model = keras.models.clone_model(model)
+        model.set_weights(read_packed(workdir / CARRIED_BEST)[2])
+    save_atomic(model, workdir / "best.keras")
+    record = {"epoch": json.loads(named.read_text())["epoch"], "sha256": file_digest(workdir / "best.keras")}
+    write_text_atomic(named, json.dumps(record))
 
 
 def resume_checkpoint(workdir: Path, history: pd.DataFrame | None = None) -> str | None:
@@ -551,6 +595,7 @@ def fit(
     if carried:
         with scope():
             resume_carried(model, workdir / CARRIED_WEIGHTS, train_ds, done * steps_per_epoch(config, train))
+            restore_carried_best(workdir, model)
     callbacks: list[keras.callbacks.Callback] = [_EpochCheckpoint(workdir, history, config.early_stopping, policy)]
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, config.epochs, steps_per_epoch(config, train)))

@@ -17,11 +17,12 @@ import pytest
 
 from core.demo import make_demo
 from core.evaluation import combine, forward_select, metrics, predict_probs
-from core.models import ModelSpec, last_conv_layer
+from core.models import ModelSpec, inference_model, last_conv_layer
 from core.runs import TRAINING_LOCK, Run, RunBusy, RunStore, _counted, evaluate, training_now
 from core.packing import read_packed
 from core.training import (
     BEST_EPOCH,
+    CARRIED_BEST,
     CARRIED_WEIGHTS,
     TrainConfig,
     best_epoch,
@@ -662,7 +663,9 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     store = RunStore(tmp_path / "runs", shipped=[])
     workdir = _killed_after_epoch_2(config, store, demo_small)
     carried = carry(workdir, tmp_path / "repo")
-    assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS])
+    best_not_last = [CARRIED_BEST] if best_epoch(workdir, read_history(workdir)) == 1 else []
+    assert sorted(p.name for p in carried.iterdir()) == sorted(["config.json", "history.csv", CARRIED_WEIGHTS, BEST_EPOCH,
+                                                                *best_not_last])
     with pytest.raises(ValueError, match="into its own folder"):
         carry(workdir, store.root)  # would swap the live run's checkpoints for the carried copy
     assert (workdir / "last.keras").exists()
@@ -677,23 +680,49 @@ def test_a_carried_run_resumes_from_its_weights_where_its_schedule_stopped(demo_
     assert resumed["epoch"].tolist() == [1, 2, 3, 4]
     pd.testing.assert_frame_equal(resumed.iloc[:2], unbroken.iloc[:2])
     np.testing.assert_allclose(resumed["learning_rate"], unbroken["learning_rate"], rtol=1e-5)
-    assert not (moved.root / carried.name / CARRIED_WEIGHTS).exists()  # a finished run drops it
+    assert not any((moved.root / carried.name / name).exists() for name in (CARRIED_WEIGHTS, CARRIED_BEST))  # dropped
     empty = _cli("carry", str(tmp_path / "nope"), str(tmp_path / "repo"))
     assert empty.returncode == 2 and empty.stderr.strip() == f"error: {tmp_path / 'nope'}: no finished epoch to carry"
 
 
 def test_a_carried_run_with_no_epoch_left_finishes_from_its_weights(demo_small, tmp_path):
-    """Carried just after its last epoch (no best.keras, no last.keras): the run finishes, it does not crash."""
+    """Carried just after its last epoch (no best.keras, no last.keras): the run finishes from its best epoch's
+    carried weights, it does not crash."""
     store = RunStore(tmp_path / "runs", shipped=[])
     workdir = _stopped_after_epoch_2(TINY, store, demo_small)  # all of TINY's 2 epochs
     moved = RunStore(tmp_path / "other", shipped=[])
     carried = carry(workdir, moved.root)
     run = moved.train(TINY, demo_small)
-    assert run.path == carried and run.metrics["epochs_run"] == 2 and run.metrics["best_epoch"] == 2
-    last = keras.models.load_model(workdir / "last.keras", safe_mode=True)
-    conv = last_conv_layer(last)
-    np.testing.assert_allclose(run.model().get_layer(conv).get_weights()[0], last.get_layer(conv).get_weights()[0],
+    best = best_epoch(workdir, read_history(workdir))
+    assert run.path == carried and run.metrics["epochs_run"] == 2 and run.metrics["best_epoch"] == best
+    best_model = keras.models.load_model(workdir / "best.keras", safe_mode=True)
+    conv = last_conv_layer(best_model)
+    np.testing.assert_allclose(run.model().get_layer(conv).get_weights()[0], best_model.get_layer(conv).get_weights()[0],
                                rtol=1e-3, atol=1e-6)  # the carried float16 kernels
+
+
+def test_a_carried_run_keeps_its_best_epoch_when_it_is_not_the_last(demo_small, tmp_path):
+    """Moved to a new machine, a run whose best epoch so far is not its last still ends
+    with that epoch's weights when no later epoch beats it (``carry`` keeps them)."""
+    config = TrainConfig(model=ModelSpec("tiny"), epochs=3, batch_size=32)
+    store = RunStore(tmp_path / "runs", shipped=[])
+    workdir = _killed_after_epoch_2(config, store, demo_small)
+    history = read_history(workdir)
+    history.loc[0, "val_accuracy"] = 1.0  # epoch 1 unbeatable: the finished run must answer with its weights
+    history.to_csv(workdir / "history.csv", index=False)
+    first = keras.models.load_model(workdir / "best.keras", safe_mode=True)
+    first.set_weights([w * 0.5 for w in first.get_weights()])  # epoch 1's weights: unlike epoch 2's
+    save_atomic(first, workdir / "best.keras")
+    (workdir / BEST_EPOCH).write_text(json.dumps({"epoch": 1, "sha256": file_digest(workdir / "best.keras")}))
+
+    moved = RunStore(tmp_path / "other", shipped=[])
+    carried = carry(workdir, moved.root)
+    assert (carried / CARRIED_BEST).exists() and json.loads((carried / BEST_EPOCH).read_text()) == {"epoch": 1}
+    run = moved.train(config, demo_small)
+    assert run.metrics["epochs_run"] == 3 and run.metrics["best_epoch"] == 1
+    val = training_split(demo_small, config)[1]
+    expected = predict_probs(inference_model(first, config.model), val.images)
+    np.testing.assert_allclose(run.predictions()["val_probs"], expected, atol=2e-3)  # float16 kernels
 
 
 def test_a_kill_while_finishing_keeps_the_checkpoints(demo_small, tmp_path, monkeypatch):
