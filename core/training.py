@@ -448,9 +448,13 @@ def restore_carried_best(workdir: Path, model: keras.Model) -> None:
     if (workdir / CARRIED_BEST).exists():
         model = keras.models.clone_model(model)
         model.set_weights(read_packed(workdir / CARRIED_BEST)[2])
+    save_best(workdir, model, int(json.loads(named.read_text())["epoch"]))
+
+
+def save_best(workdir: Path, model: keras.Model, epoch: int) -> None:
+    """``best.keras``, then ``best.json`` naming its epoch and digest (``best_epoch`` checks the pair)."""
     save_atomic(model, workdir / "best.keras")
-    record = {"epoch": json.loads(named.read_text())["epoch"], "sha256": file_digest(workdir / "best.keras")}
-    write_text_atomic(named, json.dumps(record))
+    write_text_atomic(workdir / BEST_EPOCH, json.dumps({"epoch": epoch, "sha256": file_digest(workdir / "best.keras")}))
 
 
 def resume_checkpoint(workdir: Path, history: pd.DataFrame | None = None) -> str | None:
@@ -492,9 +496,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         }
         self.history = pd.concat([self.history, pd.DataFrame([row])], ignore_index=True)
         if self.best is None or row["val_accuracy"] >= self.history["val_accuracy"].iloc[self.best - 1]:
-            save_atomic(self.model, self.workdir / "best.keras")
-            digest = file_digest(self.workdir / "best.keras")
-            write_text_atomic(self.workdir / BEST_EPOCH, json.dumps({"epoch": row["epoch"], "sha256": digest}))
+            save_best(self.workdir, self.model, row["epoch"])
             self.best = row["epoch"]
         save_atomic(self.model, self.workdir / "last.keras")
         # history.csv last: its length is the number of epochs whose checkpoint is safe.
