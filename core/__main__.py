@@ -220,6 +220,24 @@ def _warn_if_bf16_is_emulated(config, policy: str | None) -> None:
         )
 
 
+def _warn_if_not_held_out(run, data, split: str) -> None:
+    """An accuracy is only what its metrics.json means on faces the run never
+    learnt from: say so when the data set is not the one it was trained on (a
+    subset, another CSV) or the split is the one it was trained on."""
+    from core.data import canonical_split
+
+    trained_on = run.metrics["data"]
+    if trained_on["fingerprint"] != data.fingerprint():
+        sys.stderr.write(
+            f"warning: {run.id} was trained on {trained_on['source']} (fingerprint {trained_on['fingerprint']}), "
+            f"not on {data.source} ({data.fingerprint()}): these faces may include ones it learnt from, "
+            "so the figures are not comparable with its metrics.json\n"
+        )
+    elif canonical_split(split) == "Training":
+        sys.stderr.write(f"warning: {run.id} learnt from the Training faces (all but its validation tenth): "
+                         "this accuracy is not held-out\n")
+
+
 def _strategy(name: str):
     if name == "default":
         return None
@@ -317,7 +335,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from core.runs import evaluate
 
-        report = evaluate(found, load_dataset(args.data), split=args.split, tta=args.tta)
+        data = load_dataset(args.data)
+        _warn_if_not_held_out(found, data, args.split)
+        report = evaluate(found, data, split=args.split, tta=args.tta)
         for rule, m in report.items():
             print(f"{rule}\taccuracy {m['accuracy']:.4f}\tmacro-F1 {m['macro_f1']:.4f}\tn {m['n']}")
         return 0

@@ -409,6 +409,24 @@ def test_cli_train_list_predict_evaluate(tmp_path):
     for tta in (["--tta"], ["--tta", "shifts"]):
         evaluated = _cli("evaluate", run_dir.name, *tta, env=env)
         assert evaluated.returncode == 0 and evaluated.stdout.startswith("single\taccuracy")
+        assert "warning" not in evaluated.stderr  # its own data, a held-out split
+
+
+def test_cli_evaluate_warns_when_the_faces_are_not_held_out(tmp_path):
+    """Another data set (here a CSV of other demo faces) or the run's Training split:
+    the accuracy still prints, with a warning that it is not comparable."""
+    from core.demo import make_demo
+
+    env = {"FERLAB_RUNS": str(tmp_path / "runs")}
+    run_dir = Path(_cli("train", "--model", "tiny", "--epochs", "1", env=env).stdout.strip().splitlines()[-1])
+    other = make_demo(5, 3, seed=7)
+    rows = [f"{y},{' '.join(map(str, face.ravel()))},{split}" for face, y, split in zip(other.images, other.labels, other.splits)]
+    (tmp_path / "other.csv").write_text("\n".join(["emotion,pixels,Usage", *rows]) + "\n")
+    elsewhere = _cli("evaluate", run_dir.name, "--data", str(tmp_path / "other.csv"), env=env)
+    assert elsewhere.returncode == 0 and elsewhere.stdout.startswith("single\taccuracy"), elsewhere.stderr
+    assert f"warning: {run_dir.name} was trained on demo" in elsewhere.stderr and "other.csv" in elsewhere.stderr
+    trained_on = _cli("evaluate", run_dir.name, "--split", "train", env=env)
+    assert trained_on.returncode == 0 and "this accuracy is not held-out" in trained_on.stderr
 
 
 @pytest.mark.parametrize(
