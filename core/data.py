@@ -299,6 +299,8 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         if mode == "F":
             top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
         else:
+            # All values <= 255: 8-bit data in a 16-bit file (a uint16 array saved as is), not a
+            # photo at 1/257 of full brightness, which would reach the model as a black square.
             top = 65535.0 if arr.size and arr.max() > 255 else 255.0
         grey = np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)

@@ -187,6 +187,14 @@ def test_image_folder_rescales_16_bit_grey_instead_of_clipping(tmp_path):
     assert abs(int(face[0, 0]) - 64) <= 1 and abs(int(face[0, -1]) - 191) <= 1
 
 
+def test_image_folder_reads_8_bit_values_in_a_16_bit_file_as_8_bit(tmp_path):
+    """A uint16 array of 0..255 saved as is: its grey levels, not 1/257 of them (a black face)."""
+    grey16 = np.full((48, 48), 40, np.uint16)
+    grey16[:, 24:] = 200
+    face = _one_image_folder(tmp_path, Image.fromarray(grey16), "a.png")
+    assert int(face[0, 0]) == 40 and int(face[0, -1]) == 200
+
+
 def test_dataset_rejects_wrong_shapes():
     with pytest.raises(ValueError):
         FaceDataset(np.zeros((2, 48, 47), np.uint8), np.zeros(2, int), np.array(["a", "b"]), np.array(["1", "2"]), "x")
