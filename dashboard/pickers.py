@@ -189,7 +189,7 @@ def runs_picker(runs: list[Run], key: str, default_count: int = 7, prefer: Calla
                 one_per_kind: bool = False) -> list[Run]:
     """Several runs (for comparisons); starts with the runs the user chose on any page, else the newest few ``standalone``
     runs that ``prefer`` picks (by default the real-face runs, so a fresh clone compares the shipped
-    FER2013 models: both CNN sizes, a DNN matched to each and the three ensembles, hence 7), or with ``one_per_kind``
+    FER2013 models: the CNNs, a DNN matched to each CNN size and the ensembles), or with ``one_per_kind``
     the best CNN, DNN and ensemble of those: for views where each model costs seconds (Explain)."""
     by_id = {r.id: r for r in runs}
     shared = [i for i in st.session_state.get(state.RUNS_KEY, []) if i in by_id]
