@@ -226,11 +226,10 @@ def _warn_if_not_held_out(run, data, split: str) -> None:
     subset, another CSV) or the split is the one it was trained on."""
     from core.data import canonical_split
 
-    trained_on, fingerprint = run.metrics["data"], data.fingerprint()
-    if trained_on["fingerprint"] != fingerprint:
+    fingerprint = data.fingerprint()
+    if (problem := run.other_data(fingerprint)) is not None:
         sys.stderr.write(
-            f"warning: {run.id} was trained on {trained_on['source']} (fingerprint {trained_on['fingerprint']}), "
-            f"not on {data.source} ({fingerprint}): these faces may include ones it learnt from, "
+            f"warning: {problem}, not on {data.source} ({fingerprint}): these faces may include ones it learnt from, "
             "so the figures are not comparable with its metrics.json\n"
         )
     elif canonical_split(split) == "Training":

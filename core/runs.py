@@ -146,6 +146,18 @@ class Run:
             return "+".join(sorted({Run(path).weights for path in self.member_paths()}))
         return self.metrics.get("stored_as", "float32")
 
+    def other_data(self, fingerprint: str) -> str | None:
+        """Why data of ``fingerprint`` is not the data set this run was trained on, or None.
+
+        Packing, choosing members on re-predicted validation faces, distilling,
+        combining and evaluating all need the run's own data set (its validation
+        split, its held-out faces): one check, one message, wherever it is asked.
+        """
+        trained_on = self.metrics["data"]
+        if trained_on["fingerprint"] == fingerprint:
+            return None
+        return f"{self.id} was trained on other data ({trained_on['source']}, fingerprint {trained_on['fingerprint']})"
+
     def member_paths(self) -> list[Path]:
         """Members live beside their ensemble; a combined ensemble's may be shipped runs."""
         roots = [self.path.parent, *shipped_roots()]
@@ -341,7 +353,7 @@ class RunStore:
         run_id = ref.partition("@")[0]
         start = self.get(run_id) or Run(self.root / run_id)
         if (start.path / "metrics.json").exists():
-            same_data = start.metrics["data"]["fingerprint"] == fingerprint
+            same_data = start.other_data(fingerprint) is None
         elif (start.path / "config.json").exists():  # unfinished (RUN@EPOCH): its id hashes its data
             same_data = self.run_id(start.train_config().to_dict(), fingerprint) == run_id
         else:
@@ -549,8 +561,8 @@ class RunStore:
         not_here = f"no finished run '{run_id}' in {self.root} to pack (shipped runs are read-only)"
         if run is None:
             raise ValueError(not_here)
-        if data.fingerprint() != run.metrics["data"]["fingerprint"]:
-            raise ValueError(f"run {run.id} was trained on other data ({run.metrics['data']['source']}); pack it with that data set")
+        if (problem := run.other_data(data.fingerprint())) is not None:
+            raise ValueError(f"run {problem}: pack it with that data set")
         stored_as = run.metrics.get("stored_as", "float32")
         if stored_as == kernels:
             return run  # packed already (a shipped member of a new ensemble, say): nothing to write
@@ -608,8 +620,8 @@ def _validation_probs(runs: list[Run], tta: str, data: FaceDataset | None) -> tu
         return [run.predictions()["val_probs"] for run in runs], y
     if data is None:
         raise ValueError(f"--tta {tta} predicts the candidates' validation faces again: give --data, the data set they were trained on")
-    if data.fingerprint() != runs[0].metrics["data"]["fingerprint"]:
-        raise ValueError(f"--data is not the data set {runs[0].id} was trained on ({runs[0].metrics['data']['source']})")
+    if (problem := runs[0].other_data(data.fingerprint())) is not None:
+        raise ValueError(f"--data: {problem}; give that data set")
     _, val = training_split(data, runs[0].train_config())
     if _rows(val.ids) != _rows(stored["val_ids"]):
         raise ValueError(f"the validation faces of --data do not match those stored with {runs[0].id}")
@@ -630,8 +642,8 @@ def split_problem(run: Run, config: dict, fingerprint: str) -> str | None:
     validation faces would leak their labels into the student's targets; runs
     combined from different splits would have no common validation faces.
     """
-    if run.metrics["data"]["fingerprint"] != fingerprint:
-        return f"{run.id} was trained on other data ({run.metrics['data']['source']})"
+    if (problem := run.other_data(fingerprint)) is not None:
+        return problem
     return _other_split(run.id, run.base_config, config)
 
 

@@ -323,7 +323,7 @@ def test_combine_select_under_tta_chooses_on_validation_faces_predicted_again(de
 
     for kwargs, message in [({"tta": "flip"}, "goes with --select"),
                             ({"select": True, "tta": "flip"}, "give --data"),
-                            ({"select": True, "tta": "flip", "data": make_demo(n_per_class=4, test_per_class=1, seed=9)}, "not the data set")]:
+                            ({"select": True, "tta": "flip", "data": make_demo(n_per_class=4, test_per_class=1, seed=9)}, "--data: .* was trained on other data")]:
         with pytest.raises(ValueError, match=message):
             store.combine(ids, **kwargs)
 
@@ -424,7 +424,7 @@ def test_cli_evaluate_warns_when_the_faces_are_not_held_out(tmp_path):
     (tmp_path / "other.csv").write_text("\n".join(["emotion,pixels,Usage", *rows]) + "\n")
     elsewhere = _cli("evaluate", run_dir.name, "--data", str(tmp_path / "other.csv"), env=env)
     assert elsewhere.returncode == 0 and elsewhere.stdout.startswith("single\taccuracy"), elsewhere.stderr
-    assert f"warning: {run_dir.name} was trained on demo" in elsewhere.stderr and "other.csv" in elsewhere.stderr
+    assert f"warning: {run_dir.name} was trained on other data (demo" in elsewhere.stderr and "other.csv" in elsewhere.stderr
     trained_on = _cli("evaluate", run_dir.name, "--split", "train", env=env)
     assert trained_on.returncode == 0 and "this accuracy is not held-out" in trained_on.stderr
 
@@ -552,6 +552,8 @@ def test_a_teacher_must_share_the_students_validation_split(demo_small, runs_dir
     student = replace(TINY, epochs=1, teacher=teacher.id)
     with pytest.raises(ValueError, match="another validation split"):
         store.train(replace(student, val_fraction=0.2), demo_small)
+    with pytest.raises(ValueError, match=f"{teacher.id} was trained on other data"):
+        store.train(student, make_demo(n_per_class=4, test_per_class=1, seed=9))
     distilled = store.train(student, demo_small)
     assert distilled.config["teacher"] == teacher.id and distilled.config["distill_weight"] == 0.5
     assert distilled.id != store.train(replace(TINY, epochs=1), demo_small).id
