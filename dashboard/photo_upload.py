@@ -212,8 +212,8 @@ def photo_upload_section() -> None:
     tta = "rotate-zoom" if st.toggle(
         "Average each answer over the face, its mirror, turned ±10° and zoomed ±10% (test-time augmentation)",
         key="home_photo_tta",
-        help="10 views a face, 10x the work: on FER2013 PublicTest it lifts the two shipped ferlab-wide CNNs from 0.6434 and 0.6408 to 0.6793 and 0.6860, "
-             "and the ensemble chosen for it (combine --select --tta rotate-zoom) scores 0.6930. "
+        help="10 views a face, 10x the work: on FER2013 PublicTest it lifts the two shipped ferlab-wide CNNs from 0.6434 and 0.6486 to 0.6793 and 0.6838, "
+             "and the ensemble chosen for it (combine --select --tta rotate-zoom) scores 0.6941. "
              "The explanations still explain the face as it is.") else "none"
     crops_digest = inference.digest(crops)
     with st.spinner("Asking the models…"):
