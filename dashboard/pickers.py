@@ -155,14 +155,15 @@ def _preferred(runs: list[Run], prefer: Callable[[Run], bool]) -> list[Run]:
 
 def standalone(runs: list[Run]) -> list[Run]:
     """``runs`` without ensemble members (their ensemble stands for them), except, per data set, the best
-    plain run by validation (one trained on its own, not as member K): a deep ensemble's member 0, or a run
-    that ``combine`` put into an ensemble, is a model in its own right, and a comparison needs the best
-    single net beside the ensemble."""
+    plain run by validation (one trained on every training face, not on a bootstrap resample): a deep
+    ensemble's member, or a run that ``combine`` put into an ensemble, is a model in its own right, and a
+    comparison needs the best single net beside the ensemble; a bagged member saw 63% of the faces."""
     members = {m for r in runs if r.is_ensemble for m in r.config["members"]}
     best: dict[str, Run] = {}
     for run in runs:
         fingerprint = run.metrics["data"]["fingerprint"]
-        if not run.is_ensemble and run.config.get("bootstrap") is None and (
+        bagged = run.config.get("bootstrap") is not None and run.config.get("resample", True)
+        if not run.is_ensemble and not bagged and (
             fingerprint not in best or run.metrics["val"]["accuracy"] > best[fingerprint].metrics["val"]["accuracy"]
         ):
             best[fingerprint] = run

@@ -311,6 +311,25 @@ def test_a_run_started_from_another_runs_weights_counts_its_epochs(tmp_path):
     assert run_title(core.runs.Run(path)) == "ferlab-wide · norm · 70+4 ep [012345]"
 
 
+def test_an_ensemble_hides_its_members_but_the_best_net_trained_on_every_face(tmp_path):
+    """A deep-ensemble member (every face, another seed) is a model in its own right and stays beside its
+    ensemble when it is the best single net; a bagged member (a bootstrap resample) never does."""
+    from dashboard.pickers import standalone
+
+    def run(name: str, val: float, **config) -> core.runs.Run:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"kind": "single", **config}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"val": {"accuracy": val}, "data": {"fingerprint": "f"}}))
+        return core.runs.Run(tmp_path / name)
+
+    plain = run("plain", 0.60)
+    deep = run("deep", 0.66, bootstrap=3, resample=False)
+    bagged = run("bagged", 0.70, bootstrap=1, resample=True)
+    ensemble = run("ensemble", 0.72, kind="ensemble", members=["plain", "deep", "bagged"])
+    assert [r.id for r in standalone([plain, deep, bagged, ensemble])] == ["deep", "ensemble"]
+    assert [r.id for r in standalone([plain, bagged, ensemble])] == ["plain", "ensemble"]
+
+
 def test_explain_starts_with_the_best_cnn_dnn_and_ensemble(dashboard_runs):
     """Explain costs seconds a model, so it starts with one model of each kind, the best by validation."""
     from core.runs import RunStore
