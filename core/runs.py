@@ -82,6 +82,12 @@ class Run:
         return self.config.get("kind") == "ensemble"
 
     @property
+    def is_bagged(self) -> bool:
+        """Trained on a bootstrap resample (a bagging member: 63% of the faces), not on every training face
+        as a plain run or a deep-ensemble member (``--no-resample``) is."""
+        return self.config.get("bootstrap") is not None and self.config.get("resample", True)
+
+    @property
     def label(self) -> str:
         """Short human name: 'ferlab (a1b2c3)', 'ensemble x5 of ferlab (…)'."""
         return self.config.get("label", self.id)

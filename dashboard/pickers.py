@@ -162,8 +162,7 @@ def standalone(runs: list[Run]) -> list[Run]:
     best: dict[str, Run] = {}
     for run in runs:
         fingerprint = run.metrics["data"]["fingerprint"]
-        bagged = run.config.get("bootstrap") is not None and run.config.get("resample", True)
-        if not run.is_ensemble and not bagged and (
+        if not run.is_ensemble and not run.is_bagged and (
             fingerprint not in best or run.metrics["val"]["accuracy"] > best[fingerprint].metrics["val"]["accuracy"]
         ):
             best[fingerprint] = run

@@ -379,8 +379,7 @@ def test_a_fresh_clone_starts_with_the_shipped_fer2013_models(tmp_path, monkeypa
     fer = [r for r in shipped if r.metrics["data"]["source"] != "demo"]
     assert fer and len(fer) < len(shipped)
     members = {m for r in fer if r.is_ensemble for m in r.config["members"]}
-    bagged = {r.id for r in fer if r.config.get("bootstrap") is not None and r.config.get("resample", True)}
-    cnn = max((r for r in fer if not r.is_ensemble and r.id not in bagged),
+    cnn = max((r for r in fer if not r.is_ensemble and not r.is_bagged),
               key=lambda r: r.metrics["val"]["accuracy"])  # a deep ensemble's member is a model of its own
     at = open_page("curves.py")
     assert set(at.multiselect(key="curves_runs").value) == {r.id for r in fer if r.id not in members} | {cnn.id}
