@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy and per-class metrics of a run on a labelled split")
     _common(p)
     p.add_argument("run", help="run id (or unique prefix)")
-    p.add_argument("--split", default="PublicTest")
+    p.add_argument("--split", default="PublicTest",
+                   help="a split of --data (PublicTest, PrivateTest, ...), or validation: the run's own "
+                        "held-out validation faces, those its stored validation accuracy is on")
     _tta_option(p)
 
     p = sub.add_parser("predict", help="the 7 emotion probabilities for a face image")
@@ -335,8 +337,8 @@ def run(args: argparse.Namespace) -> int:
         from core.runs import evaluate
 
         data = load_dataset(args.data)
-        _warn_if_not_held_out(found, data, args.split)
         report = evaluate(found, data, split=args.split, tta=args.tta)
+        _warn_if_not_held_out(found, data, args.split)
         for rule, m in report.items():
             print(f"{rule}\taccuracy {m['accuracy']:.4f}\tmacro-F1 {m['macro_f1']:.4f}\tn {m['n']}")
         return 0

@@ -125,8 +125,7 @@ class Run:
     def train_config(self) -> TrainConfig:
         """A single run's training config (an ensemble's members each have theirs); the
         folder's own notes (kind, label, a snapshot's epochs) are not part of it."""
-        names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig.from_dict({k: v for k, v in self.config.items() if k in names})
+        return TrainConfig.from_dict(_config_fields(self.config))
 
     @property
     def base_config(self) -> dict:
@@ -664,9 +663,13 @@ def _other_split(run_id: str, theirs: dict, ours: dict) -> str | None:
 
 
 def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: str = "none") -> dict:
-    """Metrics of a stored run on any labelled split of ``data``; an ensemble reports every rule."""
-    faces = data.split(split)
-    faces = faces.subset(faces.labelled)
+    """Metrics of a stored run on any labelled split of ``data``; an ensemble reports every rule.
+
+    ``split="validation"`` on a data set with no Validation rows (FER2013) means the
+    run's own held-out validation faces, those its metrics.json ``val`` figures are
+    on: a TTA or rule is chosen on them, so its validation figure must be reprintable.
+    """
+    faces = _evaluation_faces(run, data, split)
     if not run.is_ensemble:
         return {"single": metrics(faces.labels, predict_probs(run.model(), faces.images, tta=tta))}
     member_runs = [Run(p) for p in run.member_paths()]
@@ -676,6 +679,22 @@ def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: str = 
 
 
 # ----------------------------------------------------------------- helpers
+
+
+def _evaluation_faces(run: Run, data: FaceDataset, split: str) -> FaceDataset:
+    """The labelled faces ``evaluate`` scores: a split of ``data``, or the run's validation faces."""
+    if canonical_split(split) == "Validation" and "Validation" not in data.split_names():
+        if (problem := run.other_data(data.fingerprint())) is not None:
+            raise ValueError(f"--split validation is {run.id}'s held-out part of the data it was trained on, but {problem}")
+        return training_split(data, TrainConfig.from_dict(_config_fields(run.base_config)))[1]
+    faces = data.split(split)
+    return faces.subset(faces.labelled)
+
+
+def _config_fields(config: dict) -> dict:
+    """The TrainConfig keys of a run folder's config (without its own notes: kind, label, ...)."""
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in config.items() if k in names}
 
 
 def ensemble_config(config: TrainConfig, member_ids: list[str]) -> dict:

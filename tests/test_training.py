@@ -212,6 +212,12 @@ def test_bagging_ensemble_reports_all_rules(demo_small, runs_dir):
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
     report = evaluate(ens, demo_small, split="PublicTest")
     assert report["average"]["accuracy"] == pytest.approx(ens.metrics["rules"]["average"]["test"]["accuracy"], abs=1e-6)
+    # "validation" is the runs' own held-out part of Training: the faces their stored val figures are on.
+    report = evaluate(ens, demo_small, split="validation")
+    assert report["vote"]["accuracy"] == pytest.approx(ens.metrics["rules"]["vote"]["val"]["accuracy"], abs=1e-6)
+    member = Run(ens.member_paths()[1])
+    assert report["vote"]["n"] == len(v0) == len(member.predictions()["val_y"])
+    assert evaluate(member, demo_small, split="val")["single"]["accuracy"] == pytest.approx(member.metrics["val"]["accuracy"], abs=1e-6)
 
 
 def test_an_ensemble_without_resampling_differs_by_seed_only(demo_small, runs_dir):
@@ -427,6 +433,9 @@ def test_cli_evaluate_warns_when_the_faces_are_not_held_out(tmp_path):
     assert f"warning: {run_dir.name} was trained on other data (demo" in elsewhere.stderr and "other.csv" in elsewhere.stderr
     trained_on = _cli("evaluate", run_dir.name, "--split", "train", env=env)
     assert trained_on.returncode == 0 and "this accuracy is not held-out" in trained_on.stderr
+    # Its validation faces are a part of the data it was trained on: none in another data set.
+    no_val = _cli("evaluate", run_dir.name, "--split", "validation", "--data", str(tmp_path / "other.csv"), env=env)
+    assert no_val.returncode == 2 and "--split validation is" in no_val.stderr and "trained on other data" in no_val.stderr
 
 
 @pytest.mark.parametrize(
