@@ -625,12 +625,19 @@ def _validation_probs(runs: list[Run], tta: str, data: FaceDataset | None) -> tu
         return [run.predictions()["val_probs"] for run in runs], y
     if data is None:
         raise ValueError(f"--tta {tta} predicts the candidates' validation faces again: give --data, the data set they were trained on")
-    if (problem := runs[0].other_data(data.fingerprint())) is not None:
-        raise ValueError(f"--data: {problem}; give that data set")
-    _, val = training_split(data, runs[0].train_config())
-    if _rows(val.ids) != _rows(stored["val_ids"]):
-        raise ValueError(f"the validation faces of --data do not match those stored with {runs[0].id}")
+    val = _validation_faces(runs[0], data)
     return [predict_probs(run.model(), val.images, tta=tta) for run in runs], y
+
+
+def _validation_faces(run: Run, data: FaceDataset) -> FaceDataset:
+    """The faces of ``data`` that ``run`` (or an ensemble's members) held out for
+    validation: those its stored validation predictions are on, checked against them."""
+    if (problem := run.other_data(data.fingerprint())) is not None:
+        raise ValueError(f"--data: {problem}; give that data set")
+    _, val = training_split(data, TrainConfig.from_dict(_config_fields(run.base_config)))
+    if _rows(val.ids) != _rows(run.predictions()["val_ids"]):
+        raise ValueError(f"the validation faces of --data do not match those stored with {run.id}")
+    return val
 
 
 def _rows(ids: np.ndarray) -> list[str]:
@@ -684,9 +691,7 @@ def evaluate(run: Run, data: FaceDataset, split: str = REPORT_SPLIT, tta: str = 
 def _evaluation_faces(run: Run, data: FaceDataset, split: str) -> FaceDataset:
     """The labelled faces ``evaluate`` scores: a split of ``data``, or the run's validation faces."""
     if canonical_split(split) == "Validation" and "Validation" not in data.split_names():
-        if (problem := run.other_data(data.fingerprint())) is not None:
-            raise ValueError(f"--split validation is {run.id}'s held-out part of the data it was trained on, but {problem}")
-        return training_split(data, TrainConfig.from_dict(_config_fields(run.base_config)))[1]
+        return _validation_faces(run, data)
     faces = data.split(split)
     return faces.subset(faces.labelled)
 
